@@ -1,0 +1,1 @@
+"""Post-hoc analysis: readers for training logs, reports and plots (``satmon.analysis``)."""

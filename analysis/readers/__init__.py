@@ -1,0 +1,1 @@
+"""Readers that turn training logs of many formats into :class:`satmon.Run` objects."""

@@ -1,0 +1,1 @@
+"""Trainer adapters (``satmon.callbacks``): thin translations of trainer events to the core."""

@@ -1,0 +1,150 @@
+"""What the online monitor tells a trainer after each update: an action, a reason, evidence."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from satmon.results import json_safe
+
+
+class Action(str, Enum):
+    """What the trainer should do. Ordered by severity: CONTINUE < FLAG < HALT."""
+
+    CONTINUE = "continue"
+    FLAG = "flag"
+    HALT = "halt"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.CONTINUE: 0, Action.FLAG: 1, Action.HALT: 2}
+
+
+class Reason(str, Enum):
+    """Why the monitor flagged or halted a run."""
+
+    #: Saturated training reward, held-out accuracy not improving: the run memorizes.
+    MEMORIZING = "memorizing"
+    #: Post-saturation and held-out accuracy flat: more RL compute is unlikely to help.
+    SATURATED = "saturated"
+    #: Held-out accuracy falling while the reward holds or spikes (reward hacking, proxy collapse).
+    COLLAPSE = "collapse"
+    #: The training reward or a held-out value was NaN / inf for too many consecutive updates.
+    NON_FINITE = "non_finite"
+    #: The training reward left its established range far beyond its noise (a blow-up).
+    DIVERGED = "diverged"
+
+
+class Phase(str, Enum):
+    """Where the run is relative to the saturation step."""
+
+    PRE = "pre_saturation"
+    POST = "post_saturation"
+    UNKNOWN = "unknown"
+
+
+REGIMES = ("generalizing", "memorizing", "collapsing", "undetermined")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The numbers behind a decision, as of one update.
+
+    Attributes
+    ----------
+    phase: pre- or post-saturation (UNKNOWN during warm-up).
+    p_saturated: posterior probability that the training reward has saturated.
+    t_sat_estimate: online estimate of the paper's t_sat (NaN while unknown).
+    t_sat_interval: ``(low, high)`` interval for that estimate (NaN while unknown).
+    asymptote: fitted asymptote of the training-reward curve (NaN without a fit).
+    forecast_final: fitted training reward at the run's last planned step (NaN without a fit).
+    regime: probabilities of ``generalizing``, ``memorizing``, ``collapsing``, ``undetermined``
+        (they sum to 1).
+    heldout_points: held-out evaluations seen so far (per benchmark, the largest count).
+    heldout_slope: per-step slope of held-out accuracy since saturation (NaN when unknown).
+    details: further named numbers (detector statistics, fit family weights ...).
+    """
+
+    phase: Phase = Phase.UNKNOWN
+    p_saturated: float = 0.0
+    t_sat_estimate: float = math.nan
+    t_sat_interval: tuple[float, float] = (math.nan, math.nan)
+    asymptote: float = math.nan
+    forecast_final: float = math.nan
+    regime: dict[str, float] = field(
+        default_factory=lambda: {"generalizing": 0.0, "memorizing": 0.0, "collapsing": 0.0,
+                                 "undetermined": 1.0})
+    heldout_points: int = 0
+    heldout_slope: float = math.nan
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def most_likely_regime(self) -> str:
+        return max(self.regime, key=self.regime.get)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({
+            "phase": self.phase.value,
+            "p_saturated": self.p_saturated,
+            "t_sat_estimate": self.t_sat_estimate,
+            "t_sat_interval": list(self.t_sat_interval),
+            "asymptote": self.asymptote,
+            "forecast_final": self.forecast_final,
+            "regime": dict(self.regime),
+            "heldout_points": self.heldout_points,
+            "heldout_slope": self.heldout_slope,
+            "details": dict(self.details),
+        })
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The monitor's answer to one update.
+
+    ``message`` is written for a person and carries the numbers behind the call, e.g.
+    "MEMORIZING at step 140: training reward saturated at step 61 (P=0.99); held-out 'math'
+    slope +0.0001/step over 8 evaluations (95% upper bound +0.0004), regime P(memorizing)=0.97".
+    """
+
+    step: int
+    action: Action = Action.CONTINUE
+    reason: Reason | None = None
+    message: str = ""
+    evidence: Evidence = field(default_factory=Evidence)
+
+    @property
+    def should_stop(self) -> bool:
+        return self.action is Action.HALT
+
+    def metrics(self, prefix: str = "satmon/") -> dict[str, float]:
+        """Flat numeric view for metric loggers (non-finite values omitted)."""
+        e = self.evidence
+        raw: dict[str, float] = {
+            "action": float(self.action.severity),
+            "p_saturated": e.p_saturated,
+            "t_sat_estimate": e.t_sat_estimate,
+            "t_sat_low": e.t_sat_interval[0],
+            "t_sat_high": e.t_sat_interval[1],
+            "asymptote": e.asymptote,
+            "forecast_final": e.forecast_final,
+            "heldout_slope": e.heldout_slope,
+            "post_saturation": 1.0 if e.phase is Phase.POST else 0.0,
+        }
+        raw.update({f"p_{k}": v for k, v in e.regime.items()})
+        raw.update(e.details)
+        return {prefix + k: float(v) for k, v in raw.items()
+                if v is not None and math.isfinite(float(v))}
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({
+            "step": self.step,
+            "action": self.action.value,
+            "reason": None if self.reason is None else self.reason.value,
+            "message": self.message,
+            "evidence": self.evidence.to_dict(),
+        })

@@ -1,0 +1,1 @@
+"""Online change detectors sharing one protocol: ``update(value, step) -> Event | None``."""

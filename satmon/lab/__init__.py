@@ -1,0 +1,1 @@
+"""satmon lab: miniature weak-supervision RLVR runs on a CPU (loads torch/TRL lazily)."""
