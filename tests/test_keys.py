@@ -1,0 +1,188 @@
+"""Metric-key presets and matching (satmon.keys)."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import satmon.keys
+from satmon.keys import KeyMap, detect_preset, format_key_list, heldout_name
+
+TRL_NEW = ["loss", "reward", "reward_std", "rewards/accuracy/mean", "rewards/accuracy/std",
+           "rewards/format/mean", "frac_reward_zero_std", "completions/mean_length",
+           "completions/clipped_ratio", "entropy", "kl", "eval_reward",
+           "eval_rewards/accuracy/mean", "eval_rewards/format/mean", "eval_entropy"]
+TRL_OLD = ["loss", "reward", "reward_std", "rewards/accuracy", "completion_length", "kl",
+           "eval_rewards/accuracy"]
+VERL_NEW = ["critic/score/mean", "critic/rewards/mean", "actor/entropy", "actor/kl_loss",
+            "actor/ppo_kl", "response_length/mean", "response_length/clip_ratio",
+            "val-core/openai/gsm8k/reward/mean@1", "val-aux/openai/gsm8k/score/mean@1"]
+VERL_OLD = ["critic/score/mean", "actor/entropy_loss", "critic/kl", "actor/ppo_kl",
+            "response_length/mean", "val/test_score/openai/gsm8k"]
+VERL_MLFLOW = ["critic/score/mean", "val-core/math/acc/mean_at_4", "val-core/math/acc/mean_at_1"]
+TIDY = ["train_reward", "heldout_acc/gsm8k", "heldout_acc/math", "entropy", "kl"]
+
+
+@pytest.mark.parametrize("keys, preset", [
+    (TRL_NEW, "trl"), (TRL_OLD, "trl"), (VERL_NEW, "verl"), (VERL_OLD, "verl"),
+    (VERL_MLFLOW, "verl"), (TIDY, "tidy"), (["train_reward", "heldout_acc"], "tidy"),
+    (["loss", "accuracy"], None), ([], None),
+])
+def test_detect_preset(keys, preset):
+    assert detect_preset(keys) == preset
+
+
+@pytest.mark.parametrize("keys, train, heldout, aux", [
+    (TRL_NEW, "reward",
+     (("accuracy", "eval_rewards/accuracy/mean"), ("format", "eval_rewards/format/mean")),
+     {"entropy": "entropy", "response_length": "completions/mean_length", "kl": "kl",
+      "frac_reward_zero_std": "frac_reward_zero_std", "reward_std": "reward_std",
+      "clipped_ratio": "completions/clipped_ratio"}),
+    (TRL_OLD, "reward", (("accuracy", "eval_rewards/accuracy"),),
+     {"response_length": "completion_length", "kl": "kl", "reward_std": "reward_std"}),
+    (VERL_NEW, "critic/score/mean", (("openai/gsm8k", "val-core/openai/gsm8k/reward/mean@1"),),
+     {"entropy": "actor/entropy", "response_length": "response_length/mean",
+      "kl": "actor/kl_loss", "clipped_ratio": "response_length/clip_ratio"}),
+    (VERL_OLD, "critic/score/mean", (("openai/gsm8k", "val/test_score/openai/gsm8k"),),
+     {"entropy": "actor/entropy_loss", "response_length": "response_length/mean",
+      "kl": "critic/kl"}),
+    # The largest N of mean@N wins; MLflow's _at_ spelling is understood.
+    (VERL_MLFLOW, "critic/score/mean", (("math", "val-core/math/acc/mean_at_4"),), {}),
+    (["critic/rewards/mean"], "critic/rewards/mean", (), {}),
+    (TIDY, "train_reward", (("gsm8k", "heldout_acc/gsm8k"), ("math", "heldout_acc/math")),
+     {"entropy": "entropy", "kl": "kl"}),
+])
+def test_resolve_presets(keys, train, heldout, aux):
+    r = KeyMap().resolve(keys)
+    assert r.train_key == train
+    assert r.heldout == heldout
+    assert dict(r.aux) == aux
+    # The preset named explicitly resolves the same way as auto.
+    assert KeyMap(preset=r.preset).resolve(keys) == r
+
+
+def test_verl_several_variables_per_dataset_are_named_with_the_variable():
+    keys = ["critic/score/mean", "val-core/gsm8k/acc/mean@1", "val-core/gsm8k/reward/mean@1",
+            "val-core/math/acc/mean@1"]
+    r = KeyMap(preset="verl").resolve(keys)
+    assert r.heldout == (("gsm8k/acc", "val-core/gsm8k/acc/mean@1"),
+                         ("gsm8k/reward", "val-core/gsm8k/reward/mean@1"),
+                         ("math", "val-core/math/acc/mean@1"))
+
+
+def test_trl_heldout_follows_the_training_reward_function():
+    r = KeyMap(train_key="rewards/accuracy/mean").resolve(TRL_NEW)
+    assert r.heldout == (("accuracy", "eval_rewards/accuracy/mean"),)
+
+
+def test_trl_without_combined_reward_uses_a_single_function_only():
+    assert KeyMap().resolve(["rewards/acc/mean", "rewards/acc/std"]).train_key == \
+        "rewards/acc/mean"
+    assert KeyMap().resolve(["rewards/a/mean", "rewards/b/mean"]).train_key is None
+    with pytest.raises(KeyError, match="No training-reward key found for preset 'trl'"):
+        KeyMap().resolve(["rewards/a/mean", "rewards/b/mean"], require_train=True)
+
+
+def test_overrides():
+    km = KeyMap(train_key="rewards/format/mean",
+                heldout_keys=["eval_rewards/accuracy/mean", "eval_entropy"],
+                aux_keys={"entropy": "eval_entropy"})
+    r = km.resolve(TRL_NEW)
+    assert r.train_key == "rewards/format/mean"
+    assert r.heldout == (("accuracy", "eval_rewards/accuracy/mean"),
+                         ("eval_entropy", "eval_entropy"))
+    assert dict(r.aux)["entropy"] == "eval_entropy"
+    assert KeyMap(heldout_keys={"acc": "eval_reward"}).resolve(TRL_NEW).heldout == \
+        (("acc", "eval_reward"),)
+    # A single string is one held-out key.
+    assert KeyMap(heldout_keys="eval_reward").heldout_keys == (("eval_reward", "eval_reward"),)
+
+
+def test_same_benchmark_name_twice_keeps_full_keys():
+    km = KeyMap(heldout_keys=["eval_rewards/acc/mean", "eval_rewards/acc"])
+    assert km.heldout_keys == (("eval_rewards/acc/mean", "eval_rewards/acc/mean"),
+                               ("eval_rewards/acc", "eval_rewards/acc"))
+
+
+def test_missing_configured_key_lists_the_keys_found():
+    with pytest.raises(KeyError) as err:
+        KeyMap(train_key="reward/mean").resolve(TRL_NEW)
+    msg = err.value.args[0]
+    assert "'reward/mean'" in msg and "Keys found (15)" in msg
+    assert "'completions/clipped_ratio', 'completions/mean_length'" in msg  # sorted
+    with pytest.raises(KeyError, match="held-out key 'eval_acc'.*'eval_reward'"):
+        KeyMap(heldout_keys=["eval_acc"]).resolve(TRL_NEW)
+    with pytest.raises(KeyError, match="auxiliary 'kl' key 'kl_div'"):
+        KeyMap(aux_keys={"kl": "kl_div"}).resolve(TRL_NEW)
+    with pytest.raises(KeyError, match="match none of the presets"):
+        KeyMap().resolve(["loss", "lr"], require_train=True)
+
+
+def test_non_strict_resolution_skips_missing_configured_keys():
+    km = KeyMap(train_key="reward", heldout_keys=["eval_rewards/accuracy/mean"])
+    r = km.resolve(["eval_rewards/accuracy/mean"], strict=False)
+    assert r.train_key is None and r.heldout == (("accuracy", "eval_rewards/accuracy/mean"),)
+
+
+def test_key_list_is_truncated():
+    text = format_key_list(f"k{i:03d}" for i in range(100))
+    assert text.startswith("'k000', 'k001'") and text.endswith("... and 60 more")
+    assert format_key_list([]) == "(none)"
+
+
+def test_pick_per_log_dict():
+    km = KeyMap(preset="trl")
+    train_log = {"loss": 0.1, "reward": 0.4, "entropy": None, "kl": 0.01, "epoch": 0.5}
+    eval_log = {"eval_loss": 0.2, "eval_rewards/accuracy/mean": 0.3, "eval_entropy": 0.8}
+    p = km.pick(train_log)
+    assert (p.train, p.has_train, p.heldout, p.aux) == (0.4, True, {},
+                                                        {"entropy": None, "kl": 0.01})
+    q = km.pick(eval_log)
+    assert (q.train, q.has_train, q.heldout, q.aux) == (None, False, {"accuracy": 0.3}, {})
+    assert km.pick({"loss": 1.0}).empty
+    with pytest.raises(TypeError, match="needs a mapping"):
+        km.pick([("reward", 1.0)])
+
+
+@pytest.mark.parametrize("key, preset, name", [
+    ("eval_rewards/acc/mean", None, "acc"),
+    ("eval_rewards/acc", "trl", "acc"),
+    ("val-core/openai/gsm8k/reward/mean@16", "verl", "openai/gsm8k"),
+    ("val/test_score/math", None, "math"),
+    ("heldout_acc/aime", "tidy", "aime"),
+    ("eval_rewards/acc/mean", "verl", "eval_rewards/acc/mean"),
+    ("my_metric", None, "my_metric"),
+])
+def test_heldout_name(key, preset, name):
+    assert heldout_name(key, preset) == name
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"preset": "openrlhf"}, ValueError, "must be one of \\['auto', 'trl', 'verl', 'tidy'\\]"),
+    ({"train_key": 3}, TypeError, "'train_key' parameter of KeyMap must be a non-empty string"),
+    ({"train_key": ""}, TypeError, "non-empty string"),
+    ({"heldout_keys": 5}, TypeError, "list of keys or a {name: key} mapping"),
+    ({"heldout_keys": []}, ValueError, "is empty"),
+    ({"heldout_keys": [1]}, TypeError, "'heldout_keys'"),
+    ({"aux_keys": ["entropy"]}, TypeError, "'aux_keys'"),
+    ({"aux_keys": {"perplexity": "ppl"}}, ValueError, "valid names: \\['entropy'"),
+])
+def test_invalid_configuration(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        KeyMap(**kwargs)
+
+
+def test_keymap_is_immutable_and_keyword_only():
+    km = KeyMap(preset="verl")
+    with pytest.raises(AttributeError):
+        km.preset = "trl"
+    with pytest.raises(TypeError):
+        KeyMap("verl")
+    assert KeyMap(heldout_keys={"a": "x"}).to_dict() == {
+        "preset": "auto", "train_key": None, "heldout_keys": {"a": "x"}, "aux_keys": None}
+
+
+def test_doctests():
+    result = doctest.testmod(satmon.keys)
+    assert result.failed == 0 and result.attempted > 0
