@@ -129,11 +129,11 @@ def clean_series(
 
     Example
     -------
-    >>> s, v, rep = clean_series([1, 2, 3, 2, 3, 4], [0.1, 0.2, None, 0.25, 0.3, 0.4])
+    >>> s, v, rep = clean_series([1, 2, 3, 2, 4, 5], [0.1, 0.2, 0.3, 0.25, 0.4, None])
     >>> s.tolist(), v.tolist()
     ([1, 2, 3, 4], [0.1, 0.25, 0.3, 0.4])
     >>> rep.duplicate_steps, rep.non_finite_steps
-    ((2, 3), (3,))
+    ((2,), (5,))
     """
     steps = list(steps)
     values = list(values)
