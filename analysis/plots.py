@@ -1,0 +1,370 @@
+"""Figures of training runs: phases, t_sat, held-out curves, fitted curve, monitor replay.
+
+Every function imports matplotlib lazily (``pip install 'satmon[plot]'``), selects the Agg
+backend when pyplot has not been imported yet (so plotting works on headless training nodes),
+returns ``(fig, axes)`` and never calls ``plt.show()``: the caller saves, shows or embeds.
+
+:func:`plot_run` draws one run: the training reward with the pre-saturation phase shaded, the
+exact t_sat as a vertical line, the held-out series on a second y axis, the fitted saturation
+curve with its interval, the monitor's halt marker and, below, P(saturated) from the monitor
+replay as a colour strip. :func:`plot_grid` lays many runs out in rows and columns chosen by
+metadata keys (e.g. model x setting), like the paper's figures.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from satmon._optional import require
+from satmon.run import Run
+from satmon.saturation import SaturationAnalysis, analyze_saturation
+
+PRE_SATURATION_COLOR = "#9ecae1"
+TSAT_COLOR = "black"
+HALT_COLOR = "#d62728"
+FIT_COLOR = "#ff7f0e"
+
+
+def _pyplot() -> Any:
+    """pyplot, on the Agg backend unless the user already chose one by importing pyplot."""
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib = require("matplotlib", feature="plots")
+        matplotlib.use("Agg")
+    return require("matplotlib.pyplot", feature="plots")
+
+
+class RunAxes(NamedTuple):
+    """The axes of a :func:`plot_run` figure.
+
+    ``reward``: training reward, phases, t_sat line, fit and halt marker; ``heldout``: held-out
+    accuracy (twin y axis of ``reward``; None when the run has no held-out series); ``strip``:
+    P(saturated) from the monitor replay (None without a replay).
+    """
+
+    reward: Any
+    heldout: Any
+    strip: Any
+
+
+class CurveBand(NamedTuple):
+    """A fitted training-reward curve to overlay: its steps, centre and interval."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    label: str = "fitted saturation curve"
+
+
+def _replay_trace(replay: Any) -> tuple[np.ndarray, np.ndarray, int | None, str | None]:
+    """(steps, P(saturated), halt step, reason) from a ReplaySummary or a ReplayResult."""
+    if replay is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), None, None
+    if hasattr(replay, "p_saturated") and hasattr(replay, "steps"):
+        return (np.asarray(replay.steps), np.asarray(replay.p_saturated, dtype=float),
+                replay.halt_step, replay.reason)
+    from satmon.analysis.report import summarize_replay
+
+    s = summarize_replay(replay)
+    return s.steps, s.p_saturated, s.halt_step, s.reason
+
+
+def _fit_band(fit: Any, steps: np.ndarray) -> CurveBand | None:
+    """Turn a curve fit into a band over ``steps``.
+
+    Accepts a :class:`CurveBand` or any object with ``predict(steps)`` and, optionally,
+    ``interval(steps) -> (low, high)`` (the engine's curve fits in ``satmon.curves``).
+    """
+    if fit is None:
+        return None
+    if isinstance(fit, CurveBand):
+        return fit
+    if not hasattr(fit, "predict"):
+        raise TypeError("The 'fit' argument must be a CurveBand or have a predict(steps) method. "
+                        f"Got {type(fit).__name__} instead.")
+    mean = np.asarray(fit.predict(steps), dtype=float)
+    low = high = None
+    if hasattr(fit, "interval"):
+        low, high = (np.asarray(x, dtype=float) for x in fit.interval(steps))
+    label = getattr(fit, "family", None)
+    return CurveBand(np.asarray(steps), mean, low, high,
+                     f"fitted {label} curve" if label else "fitted saturation curve")
+
+
+def plot_run(
+    run: Run,
+    *,
+    analysis: SaturationAnalysis | None = None,
+    replay: Any = None,
+    fit: Any = None,
+    heldout: Sequence[str] | None = None,
+    eps: float = 0.99,
+    end_margin: int = 50,
+    title: str | None = None,
+    figsize: tuple[float, float] = (8.0, 4.6),
+    legend: bool = True,
+) -> tuple[Any, RunAxes]:
+    """Plot one run's training reward and held-out curves with its saturation phases.
+
+    Parameters
+    ----------
+    run:
+        The run (needs a training reward).
+    analysis:
+        Its exact analysis; computed with ``eps`` / ``end_margin`` when None.
+    replay:
+        A monitor replay (:class:`~satmon.analysis.report.ReplaySummary` or
+        :class:`satmon.replay.ReplayResult`): adds the halt marker and the P(saturated) strip.
+    fit:
+        A fitted training-reward curve (:class:`CurveBand` or an object with ``predict`` and
+        optionally ``interval``) drawn with its interval.
+    heldout:
+        Held-out series to draw (default: all).
+    title:
+        Figure title (default: the run name).
+
+    Returns
+    -------
+    ``(fig, RunAxes)``.
+    """
+    plt = _pyplot()
+    tr = run.require_train_reward()
+    if analysis is None:
+        analysis = analyze_saturation(run, eps=eps, end_margin=end_margin)
+    names = list(run.heldout) if heldout is None else list(heldout)
+    for n in names:
+        run.require_heldout(n)
+    p_steps, p_sat, halt_step, reason = _replay_trace(replay)
+    has_strip = p_steps.size > 0
+    if has_strip:
+        fig, (ax, strip) = plt.subplots(
+            2, 1, figsize=figsize, sharex=True,
+            gridspec_kw={"height_ratios": [6, 0.7], "hspace": 0.08})
+    else:
+        fig, ax = plt.subplots(figsize=figsize)
+        strip = None
+
+    _draw_phases(ax, analysis)
+    ax.plot(tr.steps, tr.values, color="C0", lw=1.0, label="training reward")
+    band = _fit_band(fit, tr.steps)
+    if band is not None:
+        ax.plot(band.steps, band.mean, color=FIT_COLOR, lw=1.6, label=band.label)
+        if band.low is not None and band.high is not None:
+            ax.fill_between(band.steps, band.low, band.high, color=FIT_COLOR, alpha=0.25,
+                            lw=0, label="fit interval")
+    if halt_step is not None:
+        _draw_halt(ax, tr, halt_step, reason)
+    ax.set_ylabel("training reward")
+    starts = [int(tr.steps[0])] + [int(run.heldout[n].steps[0]) for n in names
+                                   if len(run.heldout[n])]
+    ax.set_xlim(min(starts), int(tr.steps[-1]))
+
+    hax = None
+    if names:
+        hax = ax.twinx()
+        for i, n in enumerate(names):
+            s = run.heldout[n]
+            hax.plot(s.steps, s.values, color=f"C{(i + 2) % 10}", marker="o", ms=3, lw=1.2,
+                     label=f"held-out: {n}")
+        hax.set_ylabel("held-out accuracy")
+    else:
+        ax.text(0.99, 0.02, "no held-out series", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=8, color="0.4")
+
+    if strip is not None:
+        lo, hi = int(p_steps[0]), int(p_steps[-1])
+        strip.imshow(p_sat[None, :], aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
+                     extent=(lo - 0.5, hi + 0.5, 0.0, 1.0), interpolation="nearest")
+        strip.set_yticks([])
+        strip.set_ylabel("P(sat)", rotation=0, ha="right", va="center", fontsize=8)
+        strip.set_xlabel("step")
+        if math.isfinite(analysis.t_sat):
+            strip.axvline(analysis.t_sat, color="white", ls="--", lw=1.0)
+        if halt_step is not None:
+            strip.axvline(halt_step, color=HALT_COLOR, lw=1.2)
+    else:
+        ax.set_xlabel("step")
+
+    if legend:
+        handles, labels = ax.get_legend_handles_labels()
+        if hax is not None:
+            h2, l2 = hax.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        # Outside the axes, right of the held-out axis label: curves stay unobscured.
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=7,
+                  framealpha=0.9, borderaxespad=0.0)
+    ax.set_title(title if title is not None else run.name, fontsize=10)
+    return fig, RunAxes(ax, hax, strip)
+
+
+def _draw_phases(ax: Any, analysis: SaturationAnalysis) -> None:
+    """Shade the pre-saturation phase (steps first..t_sat-1) and mark t_sat."""
+    first = analysis.first_step
+    if analysis.saturated:
+        t = analysis.t_sat
+        ax.axvspan(first, t, color=PRE_SATURATION_COLOR, alpha=0.35, lw=0,
+                   label=f"pre-saturation ({analysis.pre_saturation_length} steps)")
+        ax.axvline(t, color=TSAT_COLOR, ls="--", lw=1.2, label=f"t_sat = {int(t)}")
+    else:
+        ax.axvspan(first, analysis.last_step, color=PRE_SATURATION_COLOR, alpha=0.35, lw=0,
+                   label="pre-saturation (never saturated)")
+
+
+def _draw_halt(ax: Any, tr: Any, halt_step: int, reason: str | None) -> None:
+    i = int(np.clip(np.searchsorted(tr.steps, halt_step), 0, len(tr) - 1))
+    ax.axvline(halt_step, color=HALT_COLOR, ls=":", lw=1.2)
+    ax.plot([halt_step], [tr.values[i]], marker="X", ms=10, color=HALT_COLOR, ls="none",
+            label=f"monitor halt at {halt_step}" + (f" ({reason})" if reason else ""))
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    # Numbers sort numerically before strings, so "n=8" < "n=64" style keys stay in a sane order
+    # when they are numbers and in alphabetical order otherwise.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, str(value))
+
+
+def _meta(run: Run, key: str | None) -> Any:
+    if key is None:
+        return None
+    if key == "name":
+        return run.name
+    if key not in run.metadata:
+        raise KeyError(f"Run '{run.name}' has no metadata key '{key}'. Keys: "
+                       f"{sorted(run.metadata) or 'none'} (or 'name').")
+    return run.metadata[key]
+
+
+def plot_grid(
+    runs: Sequence[Run],
+    *,
+    rows: str | None = None,
+    cols: str | None = None,
+    hue: str | None = None,
+    heldout: str | None = None,
+    analyses: Mapping[str, SaturationAnalysis] | None = None,
+    replays: Mapping[str, Any] | None = None,
+    eps: float = 0.99,
+    end_margin: int = 50,
+    panel_size: tuple[float, float] = (3.6, 2.6),
+    max_cols: int = 4,
+) -> tuple[Any, np.ndarray]:
+    """A grid of runs: rows and columns chosen by metadata keys, runs of a cell overlaid.
+
+    Each run draws its training reward (solid), one held-out series (dashed, same colour), its
+    exact t_sat (dotted vertical line) and, with a replay, its halt marker (x). Without ``rows``
+    and ``cols`` the runs are laid out one per panel, ``max_cols`` to a row.
+
+    Parameters
+    ----------
+    runs:
+        Runs to draw.
+    rows, cols:
+        Metadata keys (``"name"`` for the run name) whose values index rows and columns.
+    hue:
+        Metadata key used as the legend label of runs sharing a cell (default: the run name).
+    heldout:
+        The held-out series to draw for every run (default: each run's first).
+    analyses, replays:
+        Precomputed exact analyses / monitor replays by run name.
+
+    Returns
+    -------
+    ``(fig, axes)`` with ``axes`` a 2-d array (rows x columns) of matplotlib axes.
+    """
+    plt = _pyplot()
+    runs = list(runs)
+    if not runs:
+        raise ValueError("plot_grid needs at least one run.")
+    if rows is None and cols is None:
+        ncols = min(max_cols, len(runs))
+        cells = {(i // ncols, i % ncols): [r] for i, r in enumerate(runs)}
+        row_vals: list[Any] = list(range((len(runs) + ncols - 1) // ncols))
+        col_vals: list[Any] = list(range(ncols))
+        titled = False
+    else:
+        keyed = [(_meta(r, rows), _meta(r, cols), r) for r in runs]
+        row_vals = sorted({k[0] for k in keyed}, key=_sort_key)
+        col_vals = sorted({k[1] for k in keyed}, key=_sort_key)
+        cells = {}
+        for rv, cv, r in keyed:
+            cells.setdefault((row_vals.index(rv), col_vals.index(cv)), []).append(r)
+        titled = True
+    nrows, ncols = len(row_vals), len(col_vals)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols,
+                                                     panel_size[1] * nrows),
+                             squeeze=False, sharex=False, sharey=True)
+    analyses = dict(analyses or {})
+    replays = dict(replays or {})
+    for (i, j), ax in np.ndenumerate(axes):
+        members = cells.get((i, j), [])
+        if not members and not titled:
+            ax.axis("off")  # the unused tail of a plain layout
+            continue
+        if not members:
+            ax.text(0.5, 0.5, "no run", transform=ax.transAxes, ha="center", va="center",
+                    color="0.5")
+            ax.set_xticks([])
+        for k, run in enumerate(members):
+            _draw_cell_run(ax, run, f"C{k % 10}", hue, heldout, analyses.get(run.name),
+                           replays.get(run.name), eps, end_margin)
+        if titled:
+            if i == 0 and cols is not None:
+                ax.set_title(f"{cols} = {col_vals[j]}", fontsize=9)
+            if j == 0 and rows is not None:
+                ax.set_ylabel(f"{rows} = {row_vals[i]}\nreward / accuracy", fontsize=8)
+        else:
+            if members:
+                ax.set_title(members[0].name, fontsize=8)
+            if j == 0:
+                ax.set_ylabel("reward / accuracy", fontsize=8)
+        if i == nrows - 1:
+            ax.set_xlabel("step", fontsize=8)
+        if len(members) > 1 or (members and titled):
+            ax.legend(fontsize=6, loc="lower right", framealpha=0.8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig, axes
+
+
+def _draw_cell_run(ax: Any, run: Run, color: str, hue: str | None, heldout: str | None,
+                   analysis: SaturationAnalysis | None, replay: Any, eps: float,
+                   end_margin: int) -> None:
+    label = str(_meta(run, hue)) if hue else run.name
+    if run.train_reward is None or len(run.train_reward) == 0:
+        ax.text(0.5, 0.5, f"{run.name}: no training reward", transform=ax.transAxes,
+                ha="center", va="center", fontsize=7, color="0.4")
+        return
+    tr = run.train_reward
+    ax.plot(tr.steps, tr.values, color=color, lw=0.9, label=f"{label} reward")
+    name = heldout if heldout is not None else next(iter(run.heldout), None)
+    if name is not None:
+        s = run.require_heldout(name)
+        ax.plot(s.steps, s.values, color=color, lw=1.1, ls="--", marker=".", ms=3,
+                label=f"{label} {name}")
+    if analysis is None:
+        analysis = analyze_saturation(run, eps=eps, end_margin=end_margin)
+    if analysis.saturated:
+        ax.axvspan(analysis.first_step, analysis.t_sat, color=color, alpha=0.08, lw=0)
+        ax.axvline(analysis.t_sat, color=color, ls=":", lw=1.1)
+    _, _, halt_step, _ = _replay_trace(replay)
+    if halt_step is not None:
+        i = int(np.clip(np.searchsorted(tr.steps, halt_step), 0, len(tr) - 1))
+        ax.plot([halt_step], [tr.values[i]], marker="X", ms=7, color=HALT_COLOR, ls="none")
+
+
+def figure_png(fig: Any, *, dpi: int = 100, close: bool = True) -> bytes:
+    """Render a figure to PNG bytes (and close it, so a long report does not leak figures)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    if close:
+        _pyplot().close(fig)
+    return buf.getvalue()
