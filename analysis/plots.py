@@ -59,6 +59,7 @@ class CurveBand(NamedTuple):
     low: np.ndarray | None = None
     high: np.ndarray | None = None
     label: str = "fitted saturation curve"
+    band_label: str = "fit interval"
 
 
 def _replay_trace(replay: Any) -> tuple[np.ndarray, np.ndarray, int | None, str | None]:
@@ -74,16 +75,55 @@ def _replay_trace(replay: Any) -> tuple[np.ndarray, np.ndarray, int | None, str 
     return s.steps, s.p_saturated, s.halt_step, s.reason
 
 
+def forecast_band(forecast: Any, steps: Any) -> CurveBand | None:
+    """The curve of a :class:`satmon.curves.SaturationForecast` over ``steps``, with a band.
+
+    The centre is the BIC-weighted mix of the accepted saturating families; the band is the
+    pointwise envelope of those families (the between-family spread, the part of the
+    uncertainty a single fit's covariance misses). None when no family was accepted.
+    """
+    weights = dict(getattr(forecast, "weights", {}) or {})
+    if not weights:
+        return None
+    s = np.asarray(steps, dtype=float)
+    curves = {k: np.asarray(forecast.fits[k].predict(s), dtype=float) for k in weights}
+    mean = sum(weights[k] * curves[k] for k in weights)
+    stack = np.vstack(list(curves.values()))
+    best = max(weights, key=weights.get)  # type: ignore[arg-type]
+    label = (f"fitted saturation curve ({best})" if len(weights) == 1
+             else f"fitted saturation curve ({len(weights)} families)")
+    if len(weights) == 1:
+        return CurveBand(s, mean, None, None, label)
+    return CurveBand(s, mean, stack.min(axis=0), stack.max(axis=0), label,
+                     "fit interval (family spread)")
+
+
+def auto_fit(run: Run, *, eps: float = 0.99, end_margin: int = 50) -> Any:
+    """Fit the engine's curve families to a finished run's training reward (None if too short)."""
+    from satmon.curves import forecast_saturation
+
+    tr = run.require_train_reward()
+    try:
+        # Point fits only: the figure shows the between-family spread, not bootstrap paths.
+        with np.errstate(invalid="ignore"):  # quantiles of never-saturating paths are inf
+            return forecast_saturation(tr.steps, tr.values, total_steps=int(tr.steps[-1]),
+                                       eps=eps, end_margin=end_margin, bootstrap=0, n_paths=16)
+    except ValueError:
+        return None
+
+
 def _fit_band(fit: Any, steps: np.ndarray) -> CurveBand | None:
     """Turn a curve fit into a band over ``steps``.
 
-    Accepts a :class:`CurveBand` or any object with ``predict(steps)`` and, optionally,
-    ``interval(steps) -> (low, high)`` (the engine's curve fits in ``satmon.curves``).
+    Accepts a :class:`CurveBand`, a :class:`satmon.curves.SaturationForecast`, or any object
+    with ``predict(steps)`` and, optionally, ``interval(steps) -> (low, high)``.
     """
     if fit is None:
         return None
     if isinstance(fit, CurveBand):
         return fit
+    if hasattr(fit, "fits") and hasattr(fit, "weights"):
+        return forecast_band(fit, steps)
     if not hasattr(fit, "predict"):
         raise TypeError("The 'fit' argument must be a CurveBand or have a predict(steps) method. "
                         f"Got {type(fit).__name__} instead.")
@@ -121,8 +161,10 @@ def plot_run(
         A monitor replay (:class:`~satmon.analysis.report.ReplaySummary` or
         :class:`satmon.replay.ReplayResult`): adds the halt marker and the P(saturated) strip.
     fit:
-        A fitted training-reward curve (:class:`CurveBand` or an object with ``predict`` and
-        optionally ``interval``) drawn with its interval.
+        A fitted training-reward curve drawn with its interval: ``"auto"`` fits the engine's
+        families (:func:`satmon.curves.forecast_saturation`) to the whole run; or a
+        :class:`satmon.curves.SaturationForecast`, a :class:`CurveBand`, or an object with
+        ``predict`` and optionally ``interval``.
     heldout:
         Held-out series to draw (default: all).
     title:
@@ -151,12 +193,17 @@ def plot_run(
 
     _draw_phases(ax, analysis)
     ax.plot(tr.steps, tr.values, color="C0", lw=1.0, label="training reward")
+    if isinstance(fit, str):
+        if fit != "auto":
+            raise ValueError(f"The 'fit' parameter must be 'auto', None or a fitted curve. "
+                             f"Got {fit!r} instead.")
+        fit = auto_fit(run, eps=eps, end_margin=end_margin)
     band = _fit_band(fit, tr.steps)
     if band is not None:
         ax.plot(band.steps, band.mean, color=FIT_COLOR, lw=1.6, label=band.label)
         if band.low is not None and band.high is not None:
             ax.fill_between(band.steps, band.low, band.high, color=FIT_COLOR, alpha=0.25,
-                            lw=0, label="fit interval")
+                            lw=0, label=band.band_label)
     if halt_step is not None:
         _draw_halt(ax, tr, halt_step, reason)
     ax.set_ylabel("training reward")
@@ -357,6 +404,17 @@ def _draw_cell_run(ax: Any, run: Run, color: str, hue: str | None, heldout: str 
     if halt_step is not None:
         i = int(np.clip(np.searchsorted(tr.steps, halt_step), 0, len(tr) - 1))
         ax.plot([halt_step], [tr.values[i]], marker="X", ms=7, color=HALT_COLOR, ls="none")
+
+
+def save_figure(fig: Any, path: Any, *, dpi: int = 120, close: bool = True) -> None:
+    """Save a figure (format from the suffix: png, svg, pdf), creating the folder; then close it."""
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=dpi, bbox_inches="tight")
+    if close:
+        _pyplot().close(fig)
 
 
 def figure_png(fig: Any, *, dpi: int = 100, close: bool = True) -> bytes:

@@ -80,8 +80,12 @@ def render_tables(report: "Report") -> str:
 
 
 def render_figures(report: "Report", *, max_run_plots: int = 12, grid_rows: str | None = None,
-                   grid_cols: str | None = None, dpi: int = 90) -> list[tuple[str, bytes]]:
-    """``(caption, png)`` for the overview grid and the first ``max_run_plots`` runs."""
+                   grid_cols: str | None = None, dpi: int = 90, fit: str | None = "auto"
+                   ) -> list[tuple[str, bytes]]:
+    """``(caption, png)`` for the overview grid and the first ``max_run_plots`` runs.
+
+    ``fit="auto"`` overlays the engine's fitted saturation curve on each per-run figure.
+    """
     from satmon.analysis.plots import figure_png, plot_grid, plot_run
 
     ok = [r for r in report.runs if r.analysis is not None]
@@ -101,9 +105,10 @@ def render_figures(report: "Report", *, max_run_plots: int = 12, grid_rows: str 
                         "(dashed), t_sat (dotted line, shaded before it), monitor halt (x).",
                         figure_png(fig, dpi=dpi)))
     for r in ok[:max_run_plots]:
-        fig, _ = plot_run(r.run, analysis=r.analysis, replay=r.replay,
+        fig, _ = plot_run(r.run, analysis=r.analysis, replay=r.replay, fit=fit,
                           eps=report.params.eps, end_margin=report.params.end_margin)
         figures.append((f"{r.name}: pre-saturation phase shaded, t_sat dashed"
+                        + (", fitted saturation curve with its family spread" if fit else "")
                         + (", monitor P(saturated) strip below" if r.replay is not None
                            and r.replay.steps.size else ""), figure_png(fig, dpi=dpi)))
     if len(ok) > max_run_plots:
@@ -113,7 +118,7 @@ def render_figures(report: "Report", *, max_run_plots: int = 12, grid_rows: str 
 
 def render_html(report: "Report", *, title: str = "satmon report", max_run_plots: int = 12,
                 grid_rows: str | None = None, grid_cols: str | None = None, dpi: int = 90,
-                figures: bool = True) -> str:
+                figures: bool = True, fit: str | None = "auto") -> str:
     """The whole report as one HTML document with embedded CSS and base64 PNG figures.
 
     Parameters
@@ -126,6 +131,8 @@ def render_html(report: "Report", *, title: str = "satmon report", max_run_plots
         Resolution of the embedded PNGs.
     figures:
         False renders the tables only (matplotlib not needed).
+    fit:
+        ``"auto"`` overlays the fitted saturation curve on each per-run figure; None omits it.
     """
     if isinstance(max_run_plots, bool) or not isinstance(max_run_plots, int) or max_run_plots < 0:
         raise ValueError("The 'max_run_plots' parameter must be an int >= 0. "
@@ -133,7 +140,7 @@ def render_html(report: "Report", *, title: str = "satmon report", max_run_plots
     body = [f"<h1>{html.escape(title)}</h1>", render_tables(report)]
     if figures:
         figs = render_figures(report, max_run_plots=max_run_plots, grid_rows=grid_rows,
-                              grid_cols=grid_cols, dpi=dpi)
+                              grid_cols=grid_cols, dpi=dpi, fit=fit)
         if figs:
             body.append("<h2>Figures</h2>")
             body += [f"<figure>{_img(png, cap)}<figcaption>{html.escape(cap)}</figcaption>"

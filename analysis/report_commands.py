@@ -1,0 +1,199 @@
+"""``satmon report`` and ``satmon plot``: post-hoc reports and figures from the command line.
+
+Both read each ``SOURCE`` with :func:`satmon.analysis.read_run` (any supported log file,
+checkpoint folder or MLflow run) and import matplotlib, tqdm and mlflow only inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from satmon.cli import add_reader_arguments, command
+
+log = logging.getLogger("satmon.report")
+
+# Above this many runs the terminal gets the counts, not the whole table (the txt/md/csv files
+# carry it).
+_PRINT_TABLE_MAX_RUNS = 30
+
+
+def _analysis_arguments(p: argparse.ArgumentParser, *, report: bool = False) -> None:
+    p.add_argument("sources", nargs="+", metavar="PATH_OR_RUN",
+                   help="log files, trainer_state.json, checkpoint folders or MLflow runs")
+    if report:
+        # In `satmon report`, --format names the report's output formats (as the issue asks),
+        # so the input format moves to --input-format; the other reader options are the same.
+        p.add_argument("--train-key", metavar="KEY",
+                       help="metric key of the training reward (default: detected by preset)")
+        p.add_argument("--heldout-key", metavar="KEY", action="append", default=None,
+                       help="metric key of a held-out accuracy series; repeat for several "
+                            "(default: detected by preset)")
+        p.add_argument("--preset", choices=["auto", "trl", "verl", "tidy"], default="auto",
+                       help="key-mapping preset (default: auto)")
+        p.add_argument("--input-format", dest="fmt", default="auto",
+                       help="input format (default: detected from the file)")
+    else:
+        add_reader_arguments(p)
+    p.add_argument("--eps", type=float, default=0.99,
+                   help="fraction of the maximum reward that counts as saturated (0.99)")
+    p.add_argument("--end-margin", type=int, default=50,
+                   help="steps at the end of the run that cannot be t_sat (50)")
+    p.add_argument("--heldout-policy", choices=["nearest", "interpolate", "previous"],
+                   default="nearest", help="how to read held-out accuracy at t_sat (nearest)")
+    p.add_argument("--no-replay", dest="replay", action="store_false",
+                   help="skip the replay of the online monitor (faster on many long runs)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="warn about sources that cannot be read and go on (default: stop)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar")
+
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    _analysis_arguments(p, report=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the report into")
+    p.add_argument("--format", "--formats", dest="report_formats", default="html,md,csv",
+                   metavar="LIST",
+                   help="comma-separated report formats: html, md, csv, json, txt "
+                        "(default html,md,csv)")
+    p.add_argument("--groups", metavar="FILE",
+                   help="JSON/TOML file of benchmark groups and large/small run pairs")
+    p.add_argument("--max-run-plots", type=int, default=12, metavar="N",
+                   help="runs that get their own figure in the HTML report (12)")
+    p.add_argument("--grid-rows", metavar="KEY", help="metadata key for the overview grid rows")
+    p.add_argument("--grid-cols", metavar="KEY",
+                   help="metadata key for the overview grid columns")
+    p.add_argument("--log-to-mlflow", action="store_true",
+                   help="attach the report files to an MLflow run (--run-id, the active run, "
+                        "MLFLOW_RUN_ID, or a new run)")
+    p.add_argument("--run-id", metavar="ID", help="MLflow run to attach the report to")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI for --log-to-mlflow (default MLFLOW_TRACKING_URI)")
+
+
+def _plot_arguments(p: argparse.ArgumentParser) -> None:
+    _analysis_arguments(p)
+    p.add_argument("--out", required=True, metavar="FILE.png", help="image file to write")
+    p.add_argument("--grid-rows", metavar="KEY", help="metadata key whose values index rows")
+    p.add_argument("--grid-cols", metavar="KEY", help="metadata key whose values index columns")
+    p.add_argument("--hue", metavar="KEY", help="metadata key labelling runs that share a panel")
+    p.add_argument("--heldout", metavar="NAME",
+                   help="held-out series to draw (default: all for one run, the first in a grid)")
+    p.add_argument("--no-fit", dest="fit", action="store_false",
+                   help="do not overlay the fitted saturation curve (single-run plot)")
+    p.add_argument("--dpi", type=int, default=120, help="image resolution (120)")
+
+
+def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:
+    if not enabled or len(items) < 2:
+        return items
+    from satmon.analysis.report import require_progress
+
+    # tqdm writes to stderr and hides itself when stderr is not a terminal (disable=None).
+    return require_progress()(items, desc=desc, unit="run", disable=None)
+
+
+def read_sources(args: argparse.Namespace) -> list[Any]:
+    """Read every source named on the command line into a run."""
+    from satmon.analysis import read_run
+
+    runs = []
+    for source in _progress(list(args.sources), args.progress, "reading"):
+        try:
+            runs.append(read_run(source, train_key=args.train_key,
+                                 heldout_keys=args.heldout_key, preset=args.preset,
+                                 format=args.fmt))
+        except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
+            if not args.skip_unreadable:
+                raise type(exc)(f"cannot read '{source}': "
+                                f"{exc.args[0] if exc.args else exc}") from exc
+            print(f"satmon: skipped '{source}': {exc.args[0] if exc.args else exc}",
+                  file=sys.stderr)
+    if not runs:
+        raise ValueError("none of the sources could be read; nothing to report.")
+    return runs
+
+
+def _formats(text: str) -> list[str]:
+    from satmon.analysis.report import REPORT_FORMATS
+
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in formats if f not in REPORT_FORMATS]
+    if bad or not formats:
+        raise ValueError(f"unknown report format(s) {bad or [text]}; choose from "
+                         f"{list(REPORT_FORMATS)}, comma-separated.")
+    return formats
+
+
+@command("report", "tables and an HTML report over many runs: t_sat, gains, monitor replay, "
+                   "G_sat", _report_arguments)
+def _cmd_report(args: argparse.Namespace) -> int:
+    from satmon.analysis.report import build_report
+
+    formats = _formats(args.report_formats)
+    if args.max_run_plots < 0:
+        raise ValueError(f"--max-run-plots must be >= 0. Got {args.max_run_plots}.")
+    if (args.run_id or args.tracking_uri) and not args.log_to_mlflow:
+        raise ValueError("--run-id and --tracking-uri only apply with --log-to-mlflow.")
+    runs = read_sources(args)
+    report = build_report(runs, groups=args.groups, eps=args.eps, end_margin=args.end_margin,
+                          heldout_policy=args.heldout_policy, replay=args.replay,
+                          progress=(lambda rs: _progress(list(rs), args.progress, "analysing")))
+    written = report.write(args.out, formats=formats, max_run_plots=args.max_run_plots,
+                           grid_rows=args.grid_rows, grid_cols=args.grid_cols)
+    if len(report) <= _PRINT_TABLE_MAX_RUNS:
+        print(report.summary())
+    else:
+        c = report.counts()
+        print(f"satmon report: {c['runs']} runs, {c['saturated']} saturated, {c['failed']} not "
+              f"analysed, {c['without_heldout']} without held-out series, {c['halted']} halted "
+              "by the monitor replay")
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    if args.log_to_mlflow:
+        from satmon.analysis.report_mlflow import log_report_to_mlflow
+
+        att = log_report_to_mlflow(written, run_id=args.run_id, tracking_uri=args.tracking_uri,
+                                   report=report)
+        print(f"attached {len(att.files)} file(s) to MLflow run {att.run_id} "
+              f"({att.tracking_uri}, artifacts/{att.artifact_path})"
+              + (" [new run]" if att.created_run else ""))
+    return 2 if report.counts()["failed"] == len(report) else 0
+
+
+@command("plot", "figure of one run (phases, t_sat, held-out, fit, halt) or a grid of runs",
+         _plot_arguments)
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from satmon.analysis.plots import plot_grid, plot_run, save_figure
+    from satmon.analysis.report import replay_run
+    from satmon.saturation import analyze_saturation
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ValueError(f"--out must end in .png, .svg or .pdf. Got '{out.name}'.")
+    runs = read_sources(args)
+    replays = {}
+    if args.replay:
+        for run in _progress(runs, args.progress, "replaying"):
+            try:
+                replays[run.name] = replay_run(run)
+            except ValueError as exc:
+                print(f"satmon plot: no monitor replay for '{run.name}': {exc}", file=sys.stderr)
+    if len(runs) == 1 and not (args.grid_rows or args.grid_cols):
+        run = runs[0]
+        fig, _ = plot_run(run, analysis=analyze_saturation(run, eps=args.eps,
+                                                           end_margin=args.end_margin,
+                                                           heldout_policy=args.heldout_policy),
+                          replay=replays.get(run.name), fit="auto" if args.fit else None,
+                          heldout=[args.heldout] if args.heldout else None,
+                          eps=args.eps, end_margin=args.end_margin)
+    else:
+        fig, _ = plot_grid(runs, rows=args.grid_rows, cols=args.grid_cols, hue=args.hue,
+                           heldout=args.heldout, replays=replays, eps=args.eps,
+                           end_margin=args.end_margin)
+    save_figure(fig, out, dpi=args.dpi)
+    print(f"wrote {out}")
+    return 0
