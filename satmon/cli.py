@@ -17,7 +17,8 @@ from satmon._version import __version__
 
 log = logging.getLogger("satmon")
 
-_COMMAND_MODULES: tuple[str, ...] = ("satmon.analysis.report_commands",)
+_COMMAND_MODULES: tuple[str, ...] = ("satmon.analysis.report_commands",
+                                     "satmon.analysis.commands")
 
 # Subcommands register here: name -> (help, add_arguments, handler).
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
@@ -45,6 +46,8 @@ def add_reader_arguments(p: argparse.ArgumentParser) -> None:
                    help="key-mapping preset (default: auto)")
     p.add_argument("--format", dest="fmt", default="auto",
                    help="input format (default: detected from the file)")
+    p.add_argument("--tracking-uri", metavar="URI", default=None,
+                   help="MLflow tracking URI for MLflow runs (default: MLFLOW_TRACKING_URI)")
 
 
 def _analyze_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +67,8 @@ def read_run_from_args(args: argparse.Namespace):
     from satmon.analysis import read_run
 
     return read_run(args.path, train_key=args.train_key, heldout_keys=args.heldout_key,
-                    preset=args.preset, format=args.fmt)
+                    preset=args.preset, format=args.fmt,
+                    tracking_uri=getattr(args, "tracking_uri", None))
 
 
 @command("analyze", "exact post-hoc saturation analysis of one run", _analyze_arguments)

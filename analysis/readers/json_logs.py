@@ -1,0 +1,108 @@
+"""JSON logs: JSONL records and transformers' ``trainer_state.json``.
+
+JSONL: one object per line, either flat (``{"step": 3, "reward": 0.4, ...}``; ``global_step``
+and ``_step`` are accepted too) or verl's ``file`` logger (``{"step": 3, "data": {...}}``).
+A last line without its newline that does not parse is the tail of a log still being written:
+it is skipped and recorded in the run's metadata; any other malformed line raises ValueError.
+
+``trainer_state.json``: ``log_history`` is a list of dicts, train and eval entries sharing one
+``step``; ``global_step``, ``max_steps`` and friends go to the run's metadata. Parsing uses
+:mod:`json` only: nothing in a file is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from satmon.analysis.readers.metric_log import MetricLog
+
+log = logging.getLogger("satmon.analysis.readers")
+
+JSONL_STEP_KEYS = ("step", "global_step", "_step")
+_STATE_METADATA = ("global_step", "max_steps", "num_train_epochs", "logging_steps",
+                   "eval_steps", "save_steps", "best_metric", "best_model_checkpoint",
+                   "train_batch_size")
+
+
+def _flat_numbers(prefix: str, obj: dict[str, Any], out: dict[str, Any]) -> None:
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _flat_numbers(name + "/", value, out)
+        else:
+            out[name] = value
+
+
+def read_jsonl(text: str, *, source: str) -> MetricLog:
+    """Parse a JSONL log (flat records or verl's ``{"step", "data"}`` records)."""
+    mlog = MetricLog(source=source, format="jsonl")
+    lines = text.split("\n")
+    ends_with_newline = text.endswith("\n")
+    verl_records = 0
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            is_last = lineno == len(lines) and not ends_with_newline
+            if is_last and mlog.n_records:
+                log.warning("%s: skipped a partial last line (log still being written?): %s",
+                            source, exc)
+                mlog.metadata["skipped_partial_last_line"] = lineno
+                continue
+            raise ValueError(f"{source}, line {lineno}: not valid JSON ({exc.msg} at column "
+                             f"{exc.colno}); the file is truncated or not a JSONL log.") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{source}, line {lineno}: a JSONL log line must be a JSON object; "
+                             f"got {type(record).__name__}.")
+        step_key = next((k for k in JSONL_STEP_KEYS if k in record), None)
+        if step_key is None:
+            raise ValueError(f"{source}, line {lineno}: the record has no step (one of "
+                             f"{list(JSONL_STEP_KEYS)}); keys: {sorted(record)[:20]}.")
+        step = record[step_key]
+        if isinstance(record.get("data"), dict) and len(record) <= 3:
+            # verl's file logger nests the metrics under "data".
+            verl_records += 1
+            values: dict[str, Any] = {}
+            _flat_numbers("", record["data"], values)
+        else:
+            values = {k: v for k, v in record.items() if k not in JSONL_STEP_KEYS}
+        mlog.add_record(step, values)
+    if verl_records:
+        mlog.format = "verl-jsonl"
+    return mlog
+
+
+def parse_json_document(text: str, *, source: str) -> Any:
+    """Parse a whole JSON document, with a ValueError that says where it broke."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        end = "the end of the file" if exc.pos >= len(text.rstrip()) else f"line {exc.lineno}"
+        raise ValueError(f"{source}: invalid JSON ({exc.msg}) at {end}, column {exc.colno}; "
+                         "the file is truncated or corrupt.") from None
+
+
+def read_trainer_state(state: Any, *, source: str) -> MetricLog:
+    """Parse a loaded ``trainer_state.json`` document."""
+    if not isinstance(state, dict) or "log_history" not in state:
+        got = sorted(state)[:20] if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{source}: not a trainer_state.json (no 'log_history'); got {got}.")
+    history = state["log_history"]
+    if not isinstance(history, list):
+        raise TypeError(f"{source}: 'log_history' must be a list of log dicts; got "
+                        f"{type(history).__name__}.")
+    mlog = MetricLog(source=source, format="trainer-state")
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            raise TypeError(f"{source}: log_history[{i}] must be a dict; got "
+                            f"{type(entry).__name__}.")
+        if "step" not in entry:
+            raise ValueError(f"{source}: log_history[{i}] has no 'step'; keys: "
+                             f"{sorted(entry)[:20]}.")
+        mlog.add_record(entry["step"], {k: v for k, v in entry.items() if k != "step"})
+    mlog.metadata.update({k: state[k] for k in _STATE_METADATA if k in state})
+    return mlog

@@ -1,0 +1,180 @@
+"""MLflow runs: one run by id, every run of an experiment, or every run in a sqlite store.
+
+References a reader accepts (the tracking URI comes from ``tracking_uri=``, else the
+reference's ``?tracking_uri=``, else ``MLFLOW_TRACKING_URI``, else MLflow's default):
+
+* ``mlflow://runs/<run_id>`` and MLflow's own ``runs:/<run_id>``;
+* ``mlflow://experiments/<name>`` (every run of the experiment);
+* either with ``?tracking_uri=<uri>``, e.g.
+  ``mlflow://runs/0a1b...?tracking_uri=http://127.0.0.1:5000``;
+* a bare 32-hex-digit run id (when no file of that name exists);
+* the path of an MLflow sqlite store (``mlflow.db``): every run in it.
+
+Only the metric keys a :class:`satmon.keys.KeyMap` needs are fetched, each with
+``MlflowClient.get_metric_history``; values logged at the same step keep the later one
+(by timestamp). Keys with ``@`` rewritten as ``_at_`` (verl's MLflow logger) are matched by the
+verl preset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+from satmon._optional import require
+from satmon.analysis.readers.metric_log import MetricLog, build_run
+from satmon.keys import KeyMap
+from satmon.run import Run
+
+log = logging.getLogger("satmon.analysis.readers")
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class MlflowReference:
+    """Where to find MLflow runs: ``kind`` is ``run``, ``experiment`` or ``store``."""
+
+    kind: str
+    ident: str
+    tracking_uri: str | None
+
+
+def parse_reference(source: str, *, tracking_uri: str | None = None,
+                    forced: bool = False) -> MlflowReference | None:
+    """Recognise an MLflow reference (None when ``source`` is not one).
+
+    ``forced`` (``format="mlflow"``) lets a bare string that is not a run id name an
+    experiment.
+    """
+    if source.startswith("mlflow://"):
+        parts = urlsplit(source)
+        query = parse_qs(parts.query)
+        uri = tracking_uri or (query["tracking_uri"][0] if "tracking_uri" in query else None)
+        path = unquote(parts.netloc + parts.path).strip("/")
+        kind, _, ident = path.partition("/")
+        if kind in ("runs", "run") and ident:
+            return MlflowReference("run", ident, uri)
+        if kind in ("experiments", "experiment") and ident:
+            return MlflowReference("experiment", ident, uri)
+        raise ValueError(f"Unrecognised MLflow reference {source!r}: use "
+                         "mlflow://runs/<run_id> or mlflow://experiments/<name>, optionally "
+                         "with ?tracking_uri=<uri>.")
+    if source.startswith("runs:/"):
+        ident = source[len("runs:/"):].strip("/").split("/", 1)[0]
+        if ident:
+            return MlflowReference("run", ident, tracking_uri)
+    if _RUN_ID.match(source) and not Path(source).exists():
+        return MlflowReference("run", source, tracking_uri)
+    if forced and source:
+        return MlflowReference("experiment", source, tracking_uri)
+    return None
+
+
+def _public_uri(uri: str | None) -> str | None:
+    """The URI without user:password, for metadata that may be shared."""
+    if not uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+def _client(uri: str | None):
+    tracking = require("mlflow.tracking", feature="reading MLflow runs")
+    return tracking.MlflowClient(tracking_uri=uri)
+
+
+def _run_to_satmon(client, mlrun, keymap: KeyMap, *, uri: str | None,
+                   name: str | None, experiment_name: str | None) -> Run:
+    run_id = mlrun.info.run_id
+    source = f"mlflow://runs/{run_id}"
+    mlog = MetricLog(source=source, format="mlflow")
+    present = list(mlrun.data.metrics)
+    # Resolve against the keys the run has before fetching, so only needed histories travel.
+    try:
+        resolved = keymap.resolve(present, strict=True, require_train=True)
+    except KeyError as exc:
+        raise KeyError(f"{source}: {exc.args[0]}") from None
+    keys = {resolved.train_key, *(k for _, k in resolved.heldout), *(k for _, k in resolved.aux)}
+    for key in sorted(k for k in keys if k):
+        history = client.get_metric_history(run_id, key)
+        # Same-step values keep the later one: order by logging time (stable for ties).
+        history = sorted(history, key=lambda m: m.timestamp)
+        if len(history) > 1 and all(m.step == 0 for m in history):
+            raise ValueError(f"{source}: metric {key!r} has {len(history)} values, all at step "
+                             "0; it was logged without steps, so no series can be built.")
+        for m in history:
+            mlog.add(m.step, key, m.value)
+    mlog.n_records = len(set().union(*(mlog.history(k)[0] for k in mlog.keys())))
+    mlog.metadata.update({
+        "tracking_uri": _public_uri(uri or os.environ.get("MLFLOW_TRACKING_URI")),
+        "run_id": run_id,
+        "run_name": mlrun.info.run_name,
+        "experiment_id": mlrun.info.experiment_id,
+        "experiment_name": experiment_name,
+        "status": mlrun.info.status,
+    })
+    return build_run(mlog, keymap, name=name, default_name=mlrun.info.run_name or run_id)
+
+
+def _experiment_runs(client, experiment_ids: list[str]) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def read_mlflow(ref: MlflowReference, keymap: KeyMap, *, name: str | None = None) -> list[Run]:
+    """Read the run(s) an MLflow reference names."""
+    exceptions = require("mlflow.exceptions", feature="reading MLflow runs")
+    client = _client(ref.tracking_uri)
+    where = _public_uri(ref.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")) or "default"
+    if ref.kind == "run":
+        try:
+            mlrun = client.get_run(ref.ident)
+        except exceptions.MlflowException as exc:
+            raise ValueError(f"MLflow run {ref.ident!r} not found at tracking URI {where}: "
+                             f"{exc.message}") from None
+        exp = client.get_experiment(mlrun.info.experiment_id)
+        return [_run_to_satmon(client, mlrun, keymap, uri=ref.tracking_uri, name=name,
+                               experiment_name=exp.name if exp else None)]
+    if ref.kind == "experiment":
+        exp = client.get_experiment_by_name(ref.ident)
+        if exp is None:
+            names = sorted(e.name for e in client.search_experiments())
+            raise ValueError(f"MLflow experiment {ref.ident!r} not found at tracking URI "
+                             f"{where}. Experiments there: {names or 'none'}.")
+        experiments = [exp]
+    else:
+        experiments = list(client.search_experiments())
+    runs, skipped = [], []
+    for exp in experiments:
+        for mlrun in _experiment_runs(client, [exp.experiment_id]):
+            try:
+                runs.append(_run_to_satmon(client, mlrun, keymap, uri=ref.tracking_uri,
+                                           name=None, experiment_name=exp.name))
+            except KeyError as exc:
+                # One run without the metrics (a crashed or unrelated run) must not hide the
+                # others; it is named in the log, and if no run is readable the error is raised.
+                skipped.append(exc)
+                log.warning("skipped MLflow run %s: %s", mlrun.info.run_id, exc.args[0])
+    if not runs and skipped:
+        raise skipped[0]
+    if not runs:
+        raise ValueError(f"No MLflow runs found for {ref.kind} {ref.ident!r} at tracking URI "
+                         f"{where}.")
+    return runs
