@@ -269,6 +269,11 @@ def _draw_halt(ax: Any, tr: Any, halt_step: int, reason: str | None) -> None:
             label=f"monitor halt at {halt_step}" + (f" ({reason})" if reason else ""))
 
 
+def _short(text: str, limit: int = 42) -> str:
+    """A panel title that fits: long run names (file stems) keep their informative tail."""
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
 def _sort_key(value: Any) -> tuple[int, Any]:
     # Numbers sort numerically before strings, so "n=8" < "n=64" style keys stay in a sane order
     # when they are numbers and in alphabetical order otherwise.
@@ -346,7 +351,10 @@ def plot_grid(
     nrows, ncols = len(row_vals), len(col_vals)
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols,
                                                      panel_size[1] * nrows),
-                             squeeze=False, sharex=False, sharey=True)
+                             squeeze=False, sharex=False,
+                             # A faceted grid compares within a row (same model); a plain
+                             # layout may mix [0, 1] rewards with unbounded proxy rewards.
+                             sharey="row" if titled else False)
     analyses = dict(analyses or {})
     replays = dict(replays or {})
     for (i, j), ax in np.ndenumerate(axes):
@@ -368,12 +376,12 @@ def plot_grid(
                 ax.set_ylabel(f"{rows} = {row_vals[i]}\nreward / accuracy", fontsize=8)
         else:
             if members:
-                ax.set_title(members[0].name, fontsize=8)
+                ax.set_title(_short(members[0].name), fontsize=8)
             if j == 0:
                 ax.set_ylabel("reward / accuracy", fontsize=8)
         if i == nrows - 1:
             ax.set_xlabel("step", fontsize=8)
-        if len(members) > 1 or (members and titled):
+        if (len(members) > 1 or (members and titled)) and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="lower right", framealpha=0.8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()

@@ -1,7 +1,8 @@
 """``satmon report`` and ``satmon plot``: post-hoc reports and figures from the command line.
 
-Both read each ``SOURCE`` with :func:`satmon.analysis.read_run` (any supported log file,
-checkpoint folder or MLflow run) and import matplotlib, tqdm and mlflow only inside the handler.
+Both read each ``SOURCE`` with :func:`satmon.analysis.read_runs` (a log file, checkpoint
+folder, folder of logs, MLflow run, experiment or store; one source may hold several runs)
+and import matplotlib, tqdm and mlflow only inside the handlers.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
                         "MLFLOW_RUN_ID, or a new run)")
     p.add_argument("--run-id", metavar="ID", help="MLflow run to attach the report to")
     p.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow tracking URI for --log-to-mlflow (default MLFLOW_TRACKING_URI)")
+                   help="MLflow tracking URI of MLflow sources and of --log-to-mlflow "
+                        "(default MLFLOW_TRACKING_URI)")
 
 
 def _plot_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,15 +100,16 @@ def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:
 
 
 def read_sources(args: argparse.Namespace) -> list[Any]:
-    """Read every source named on the command line into a run."""
-    from satmon.analysis import read_run
+    """Read every source named on the command line (each may hold several runs)."""
+    from satmon.analysis import read_runs
 
     runs = []
     for source in _progress(list(args.sources), args.progress, "reading"):
         try:
-            runs.append(read_run(source, train_key=args.train_key,
-                                 heldout_keys=args.heldout_key, preset=args.preset,
-                                 format=args.fmt))
+            # One source may hold many runs (an MLflow experiment or store, a folder of logs).
+            runs += read_runs(source, train_key=args.train_key, heldout_keys=args.heldout_key,
+                              preset=args.preset, format=args.fmt,
+                              tracking_uri=getattr(args, "tracking_uri", None))
         except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
             if not args.skip_unreadable:
                 raise type(exc)(f"cannot read '{source}': "
@@ -137,8 +140,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     formats = _formats(args.report_formats)
     if args.max_run_plots < 0:
         raise ValueError(f"--max-run-plots must be >= 0. Got {args.max_run_plots}.")
-    if (args.run_id or args.tracking_uri) and not args.log_to_mlflow:
-        raise ValueError("--run-id and --tracking-uri only apply with --log-to-mlflow.")
+    if args.run_id and not args.log_to_mlflow:
+        raise ValueError("--run-id names the MLflow run to attach the report to; it needs "
+                         "--log-to-mlflow.")
     runs = read_sources(args)
     report = build_report(runs, groups=args.groups, eps=args.eps, end_margin=args.end_margin,
                           heldout_policy=args.heldout_policy, replay=args.replay,
