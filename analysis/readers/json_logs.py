@@ -81,9 +81,15 @@ def parse_json_document(text: str, *, source: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        end = "the end of the file" if exc.pos >= len(text.rstrip()) else f"line {exc.lineno}"
-        raise ValueError(f"{source}: invalid JSON ({exc.msg}) at {end}, column {exc.colno}; "
-                         "the file is truncated or corrupt.") from None
+        # An unterminated string runs to the end of the text, so it too means a cut-off file.
+        at_end = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        where = f"line {exc.lineno}, column {exc.colno}"
+        if at_end:
+            raise ValueError(f"{source}: invalid JSON ({exc.msg} {where}): the document stops "
+                             "at the end of the file before it is complete; the file is "
+                             "truncated.") from None
+        raise ValueError(f"{source}: invalid JSON ({exc.msg}) at {where}; the file is "
+                         "corrupt or not JSON.") from None
 
 
 def read_trainer_state(state: Any, *, source: str) -> MetricLog:

@@ -28,7 +28,8 @@ def _cell(text: str) -> Any:
 
 def header_of(text: str) -> list[str] | None:
     """The CSV header row if ``text`` starts like a CSV log with a step column, else None."""
-    first = text.lstrip("\ufeff").split("\n", 1)[0].strip()
+    lines = text.lstrip("\ufeff")[:4096].splitlines()
+    first = lines[0].strip() if lines else ""
     if "," not in first:
         return None
     columns = [c.strip() for c in next(csv.reader([first]))]
@@ -43,6 +44,13 @@ def is_tidy(columns: list[str]) -> bool:
 
 def read_csv(text: str, *, source: str, tidy: bool | None = None) -> MetricLog:
     """Parse a tidy or wide CSV log (``tidy=None``: decide by the header)."""
+    try:
+        return _read_csv(text, source=source, tidy=tidy)
+    except csv.Error as exc:
+        raise ValueError(f"{source}: not a well-formed CSV file ({exc}).") from None
+
+
+def _read_csv(text: str, *, source: str, tidy: bool | None) -> MetricLog:
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
     try:
         columns = [c.strip() for c in next(reader)]
