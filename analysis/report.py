@@ -55,7 +55,8 @@ class ReplaySummary:
     ----------
     halt_step: the step it would have halted at (None: it would have let the run finish).
     reason: the halt reason's value (``"memorizing"``, ``"saturated"`` ...) or None.
-    message: the monitor's message at the halt (numbers included), or "".
+    message: the monitor's message at the halt (numbers included), or its last message when
+        it did not halt.
     compute_saved: fraction of the run's steps after the halt (0 when it never halts).
     regret: held-out accuracy given up by halting (best after the halt minus value at the halt).
     steps, p_saturated: the monitor's P(saturated) after each update, for the plot strip.
@@ -93,15 +94,13 @@ def summarize_replay(result: Any) -> ReplaySummary:
     steps = np.fromiter((d.step for d in decisions), dtype=np.int64, count=len(decisions))
     p_sat = np.fromiter((d.evidence.p_saturated for d in decisions), dtype=np.float64,
                         count=len(decisions))
-    flag_step = None
-    for d in decisions:
-        if d.action.severity >= 1:
-            flag_step = int(d.step)
-            break
+    flag_step = getattr(result, "first_flag", None)
+    if flag_step is None:
+        flag_step = next((int(d.step) for d in decisions if d.action.severity >= 1), None)
     reason = getattr(result, "reason", None)
     halt_step = getattr(result, "halt_step", None)
-    message = ""
-    if halt_step is not None:
+    message = getattr(result, "message", "") or ""
+    if not message and halt_step is not None:
         at_halt = [d for d in decisions if d.step == halt_step]
         message = at_halt[-1].message if at_halt else ""
     return ReplaySummary(
@@ -576,8 +575,10 @@ def _group_means(analysis: SaturationAnalysis, config: GroupsConfig
     return means, notes
 
 
-def _report_one(run: Run, params: ReportParams, config: GroupsConfig,
-                replay_options: Mapping[str, Any]) -> RunReport:
+def _analyse_one(run: Run, params: ReportParams, config: GroupsConfig,
+                 replay_options: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything a :class:`RunReport` holds except the run itself (so a worker process need
+    not send the run back)."""
     notes: list[str] = []
     try:
         analysis = analyze_saturation(run, eps=params.eps, end_margin=params.end_margin,
@@ -585,7 +586,7 @@ def _report_one(run: Run, params: ReportParams, config: GroupsConfig,
     except ValueError as exc:
         # The report goes on without this run; the row says why (an empty log, a proxy reward
         # whose maximum is negative ...).
-        return RunReport(run=run, analysis=None, replay=None, group_means={}, error=str(exc))
+        return {"analysis": None, "replay": None, "group_means": {}, "error": str(exc)}
     if not run.heldout:
         notes.append(NO_HELDOUT_NOTE)
     means, group_notes = _group_means(analysis, config)
@@ -596,8 +597,14 @@ def _report_one(run: Run, params: ReportParams, config: GroupsConfig,
             summary = replay_run(run, **replay_options)
         except ValueError as exc:
             replay_note = f"monitor replay not possible: {exc}"
-    return RunReport(run=run, analysis=analysis, replay=summary, group_means=means,
-                     replay_note=replay_note, notes=notes)
+    return {"analysis": analysis, "replay": summary, "group_means": means,
+            "replay_note": replay_note, "notes": notes}
+
+
+def _analyse_chunk(args: tuple[list[Run], ReportParams, GroupsConfig, dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    runs, params, config, options = args
+    return [_analyse_one(r, params, config, options) for r in runs]
 
 
 def _pair_gaps(runs: Sequence[RunReport], config: GroupsConfig,
@@ -656,7 +663,8 @@ def build_report(
     heldout_policy: str = "nearest",
     replay: bool = True,
     replay_options: Mapping[str, Any] | None = None,
-    progress: bool | Callable[[Iterable[Run]], Iterable[Run]] = False,
+    progress: bool | Callable[[Iterable[Any]], Iterable[Any]] = False,
+    workers: int = 1,
 ) -> Report:
     """Analyse every run and compare the configured pairs.
 
@@ -673,7 +681,11 @@ def build_report(
     replay_options:
         Keyword arguments for :func:`satmon.replay.replay`.
     progress:
-        True shows a tqdm progress bar; a callable wraps the run iterable itself.
+        True shows a tqdm progress bar; a callable wraps the iterable of runs (or, with
+        ``workers > 1``, of finished chunks of runs) itself.
+    workers:
+        Processes that analyse and replay runs in parallel (1: in this process). Runs are
+        sent to the workers in chunks; results come back in input order.
 
     Returns
     -------
@@ -702,23 +714,57 @@ def build_report(
     else:
         raise TypeError(f"The 'groups' parameter must be a GroupsConfig, a path or None. Got "
                         f"{type(groups).__name__} instead.")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"The 'workers' parameter must be an int >= 1. Got {workers!r} instead.")
     params = ReportParams(eps=eps, end_margin=end_margin, heldout_policy=heldout_policy,
                           replay=bool(replay))
-    iterable: Iterable[Run] = runs
-    if progress is True:
-        tqdm = require_progress()
-        iterable = tqdm(runs, desc="satmon report", unit="run")
-    elif callable(progress):
-        iterable = progress(runs)
-    reports = []
-    for run in iterable:
+    options = dict(replay_options or {})
+    run_list = list(runs)
+    for run in run_list:
         if not isinstance(run, Run):
             raise TypeError(f"build_report needs satmon.Run objects. Got {type(run).__name__} "
                             "instead; read logs with satmon.analysis.read_run first.")
-        reports.append(_report_one(run, params, config, dict(replay_options or {})))
+    if workers == 1 or len(run_list) < 2:
+        results = [_analyse_one(run, params, config, options)
+                   for run in _wrap_progress(run_list, progress, "run")]
+    else:
+        results = _analyse_parallel(run_list, params, config, options, workers, progress)
+    reports = [RunReport(run=run, **res) for run, res in zip(run_list, results)]
     _check_groups_against_runs(reports, config)
     return Report(runs=reports, pairs=_pair_gaps(reports, config, params), config=config,
                   params=params)
+
+
+def _wrap_progress(items: Sequence[Any], progress: Any, unit: str,
+                   total: int | None = None) -> Iterable[Any]:
+    if progress is True:
+        # disable=None: tqdm hides itself when stderr is not a terminal (CI logs, pipes).
+        return require_progress()(items, desc="satmon report", unit=unit, total=total,
+                                  disable=None)
+    if callable(progress):
+        return progress(items)
+    return items
+
+
+def _analyse_parallel(runs: list[Run], params: ReportParams, config: GroupsConfig,
+                      options: dict[str, Any], workers: int, progress: Any
+                      ) -> list[dict[str, Any]]:
+    import concurrent.futures
+    import multiprocessing
+
+    # Chunks amortise the cost of sending runs between processes; a few chunks per worker
+    # keep the load balanced when some runs replay longer than others.
+    size = max(1, min(50, len(runs) // (workers * 4) or 1))
+    chunks = [runs[i:i + size] for i in range(0, len(runs), size)]
+    # "spawn": a forked child would inherit the parent's threads (progress bars, MLflow
+    # clients) in whatever state they were in.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        done = pool.map(_analyse_chunk, [(c, params, config, options) for c in chunks])
+        results: list[dict[str, Any]] = []
+        for chunk_results in _wrap_progress(done, progress, "chunk", total=len(chunks)):
+            results += chunk_results
+    return results
 
 
 def require_progress() -> Callable[..., Any]:

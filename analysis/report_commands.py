@@ -63,6 +63,8 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
                         "(default html,md,csv)")
     p.add_argument("--groups", metavar="FILE",
                    help="JSON/TOML file of benchmark groups and large/small run pairs")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes that analyse and replay runs in parallel (1)")
     p.add_argument("--max-run-plots", type=int, default=12, metavar="N",
                    help="runs that get their own figure in the HTML report (12)")
     p.add_argument("--grid-rows", metavar="KEY", help="metadata key for the overview grid rows")
@@ -146,7 +148,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     runs = read_sources(args)
     report = build_report(runs, groups=args.groups, eps=args.eps, end_margin=args.end_margin,
                           heldout_policy=args.heldout_policy, replay=args.replay,
-                          progress=(lambda rs: _progress(list(rs), args.progress, "analysing")))
+                          progress=args.progress, workers=args.workers)
     written = report.write(args.out, formats=formats, max_run_plots=args.max_run_plots,
                            grid_rows=args.grid_rows, grid_cols=args.grid_cols)
     if len(report) <= _PRINT_TABLE_MAX_RUNS:

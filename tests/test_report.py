@@ -13,6 +13,7 @@ import pytest
 
 from satmon import Run, analyze_saturation, data_gap
 from satmon.analysis.groups import GroupsConfig, load_groups
+from satmon.datasets import make_run
 from satmon.analysis.report import (
     CSV_COLUMNS,
     NO_HELDOUT_NOTE,
@@ -363,3 +364,50 @@ def test_groups_file_errors(tmp_path):
     sneaky.write_text('[groups]\nin = ["__import__(\'os\').system(\'false\')"]\n')
     assert load_groups(sneaky).groups["in"] == ("__import__('os').system('false')",)
     assert build_report([], groups=sneaky, replay=False).config.groups
+
+
+# -- the monitor replay ---------------------------------------------------------------------
+def test_replay_columns_come_from_the_online_monitor():
+    from satmon.replay import replay
+
+    runs = [make_run("memorizing", seed=1, total_steps=300).run,
+            make_run("slow", seed=2, total_steps=300).run]
+    rep = build_report(runs, replay=True)
+    for run, rr in zip(runs, rep.runs):
+        direct = replay(run)
+        assert rr.replay.halt_step == direct.halt_step
+        assert rr.replay.reason == (None if direct.reason is None else direct.reason.value)
+        assert rr.replay.compute_saved == direct.compute_saved
+        assert rr.replay.regret == pytest.approx(direct.regret, nan_ok=True)
+        assert rr.replay.flag_step == direct.first_flag
+        # The P(saturated) trace kept for the plot strip is the monitor's, update by update.
+        np.testing.assert_array_equal(rr.replay.steps, [d.step for d in direct.decisions])
+        np.testing.assert_array_equal(rr.replay.p_saturated,
+                                      [d.evidence.p_saturated for d in direct.decisions])
+    mem = rep.runs[0]
+    assert mem.replay.halted and mem.replay.reason == "memorizing"
+    assert rep.run_rows()[0][7] == str(mem.replay.halt_step)
+    assert f"HALT at step {mem.replay.halt_step} (memorizing)" in mem.summary()
+    assert rep.counts()["halted"] >= 1
+
+
+def test_replay_options_reach_the_monitor_and_bad_runs_skip_replay():
+    run = make_run("memorizing", seed=1, total_steps=300).run
+    rep = build_report([run, Run(train_reward=None, name="empty")],
+                       replay_options={"total_steps": 600})
+    # A planned length of 600 makes the same halt save more compute than with T = 300.
+    from satmon.replay import replay
+
+    assert rep.runs[0].replay.compute_saved == replay(run, total_steps=600).compute_saved
+    assert rep["empty"].replay is None and rep["empty"].error
+
+
+def test_parallel_workers_give_the_same_report():
+    runs = [make_run(regime, seed=i, total_steps=250).run
+            for i, regime in enumerate(["memorizing", "collapse", "generalizing"])]
+    serial = build_report(runs, replay=True)
+    parallel = build_report(runs, replay=True, workers=2)
+    assert parallel.to_dict() == serial.to_dict()
+    assert [r.run for r in parallel.runs] == runs  # the caller's runs, not copies
+    with pytest.raises(ValueError, match="'workers' parameter must be an int >= 1"):
+        build_report(runs, workers=0)
