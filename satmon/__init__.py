@@ -6,6 +6,8 @@ trainer adapters live in :mod:`satmon.callbacks` and post-hoc readers, reports a
 """
 
 from satmon._version import __version__
+from satmon.monitor import MonitorConfig, SaturationMonitor
+from satmon.replay import ReplayResult, replay
 from satmon.run import CleaningReport, HeldoutSeries, Run, Series, clean_series
 from satmon.saturation import (
     DataGap,
@@ -28,6 +30,9 @@ __all__ = [
     "DataGap",
     "HeldoutGain",
     "HeldoutSeries",
+    "MonitorConfig",
+    "ReplayResult",
+    "SaturationMonitor",
     "Run",
     "SaturationAnalysis",
     "SeedAnalysis",
@@ -40,5 +45,6 @@ __all__ = [
     "group_average",
     "heldout_at",
     "heldout_gain",
+    "replay",
     "saturation_step",
 ]

@@ -1,0 +1,243 @@
+"""Bayesian online changepoint detection with linear-regression segments (Adams & MacKay 2007)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.special import gammaln
+
+from satmon.detectors.base import Detector, Event, check_number
+
+# Sufficient statistics per run-length hypothesis, one row each:
+# n, sum x, sum y, sum x^2, sum x*y, sum y^2 (x = step / time_scale, y = value / noise scale).
+_N, _SX, _SY, _SXX, _SXY, _SYY = range(6)
+
+
+class LinearBOCPD(Detector):
+    """Run-length posterior over segments that are straight lines with unknown noise.
+
+    Each segment is a Bayesian linear regression ``y = a + b x + e`` with a Normal-Inverse-Gamma
+    prior (vague on the intercept, ``slope_prior_sd`` on the slope), so a smooth ramp is one
+    segment and the bend into a plateau is a changepoint - a mean-shift model would cut a ramp
+    into a staircase. Hypotheses are pruned by posterior mass: the least probable run lengths
+    whose total mass is below ``prune_mass`` are dropped each step; ``max_hypotheses`` is only a
+    memory safeguard.
+
+    Values are divided by a noise scale: ``noise_sd`` when given, else the median absolute
+    first difference of the first ``calibration`` values divided by 0.6745 * sqrt(2), after which
+    detection starts.
+
+    Parameters
+    ----------
+    hazard:
+        Prior probability of a changepoint at each step (1 / expected segment length).
+    time_scale:
+        Steps per unit of x (the run's planned length is a good choice).
+    slope_prior_sd:
+        Prior sd of a segment's slope, in noise-sd units per ``time_scale`` steps.
+    noise_sd:
+        Known noise sd of the values, or None to estimate it (see above).
+    calibration:
+        Values used to estimate the noise scale when ``noise_sd`` is None.
+    prune_mass:
+        Total posterior mass that may be dropped per step.
+    max_hypotheses:
+        Hard bound on retained run lengths (memory safeguard).
+    min_separation:
+        Steps between the previous segment start and a new one for a ``changepoint`` event.
+
+    Events: ``"changepoint"`` when the most probable run length resets, with ``location`` the
+    estimated first step of the new segment.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> det = LinearBOCPD(time_scale=200, noise_sd=0.01)
+    >>> ys = [min(0.005 * s, 0.5) + 0.01 * rng.standard_normal() for s in range(200)]
+    >>> ev = [e for e in (det.update(y, s) for s, y in enumerate(ys)) if e is not None]
+    >>> 95 <= ev[0].location <= 105
+    True
+    """
+
+    _PARAMS = ("hazard", "time_scale", "slope_prior_sd", "noise_sd", "calibration",
+               "prune_mass", "max_hypotheses", "min_separation")
+    _STATE = ("stats", "logp", "starts", "scale", "offset", "calib", "map_start",
+              "prev_map_start")
+
+    def __init__(self, *, hazard: float = 1 / 200, time_scale: float = 500.0,
+                 slope_prior_sd: float = 50.0, noise_sd: float | None = None,
+                 calibration: int = 20, prune_mass: float = 1e-4,
+                 max_hypotheses: int = 300, min_separation: int = 5) -> None:
+        self.hazard = hazard
+        self.time_scale = time_scale
+        self.slope_prior_sd = slope_prior_sd
+        self.noise_sd = noise_sd
+        self.calibration = calibration
+        self.prune_mass = prune_mass
+        self.max_hypotheses = max_hypotheses
+        self.min_separation = min_separation
+        owner = type(self).__name__
+        check_number(hazard, "hazard", owner, low=0, high=0.5, low_open=True)
+        check_number(time_scale, "time_scale", owner, low=0, low_open=True)
+        check_number(slope_prior_sd, "slope_prior_sd", owner, low=0, low_open=True)
+        if noise_sd is not None:
+            check_number(noise_sd, "noise_sd", owner, low=0, low_open=True)
+        check_number(calibration, "calibration", owner, low=3, integer=True)
+        check_number(prune_mass, "prune_mass", owner, low=0, high=0.5)
+        check_number(max_hypotheses, "max_hypotheses", owner, low=2, integer=True)
+        check_number(min_separation, "min_separation", owner, low=0, integer=True)
+        self._a0 = 3.0
+        self._b0 = 2.0  # prior mean of the noise variance: b0 / (a0 - 1) = 1 (noise units)
+        self._lam = np.array([1e-6, 1.0 / slope_prior_sd ** 2])
+        self.reset()
+
+    def _reset(self) -> None:
+        self._stats = np.zeros((0, 6))
+        self._logp = np.zeros(0)
+        self._starts = np.zeros(0, dtype=np.int64)
+        self._scale = float(self.noise_sd) if self.noise_sd is not None else math.nan
+        self._offset = math.nan
+        self._calib: list[list[float]] = []
+        self._map_start = -1
+        self._prev_map_start = -1
+
+    def _restore(self, key: str, value: Any) -> Any:
+        v = super()._restore(key, value)
+        if key == "stats":
+            return np.asarray(v, dtype=float).reshape(-1, 6)
+        if key == "logp":
+            return np.asarray(v, dtype=float)
+        if key == "starts":
+            return np.asarray(v, dtype=np.int64)
+        return v
+
+    # -- read-only views ---------------------------------------------------------------------
+    @property
+    def n_hypotheses(self) -> int:
+        """Run-length hypotheses currently retained."""
+        return int(self._logp.size)
+
+    @property
+    def segment_start(self) -> int:
+        """First step of the most probable current segment (-1 before detection starts)."""
+        return int(self._map_start)
+
+    def run_length_posterior(self) -> dict[int, float]:
+        """``{segment start step: posterior probability}`` over retained hypotheses."""
+        p = np.exp(self._logp - self._logp.max()) if self._logp.size else self._logp
+        p = p / p.sum() if p.size else p
+        return {int(s): float(q) for s, q in zip(self._starts, p)}
+
+    def p_changed_since(self, step: int) -> float:
+        """Posterior probability that the current segment started after ``step``."""
+        if not self._logp.size:
+            return math.nan
+        p = np.exp(self._logp - self._logp.max())
+        return float(p[self._starts > step].sum() / p.sum())
+
+    def segment_slope(self) -> tuple[float, float]:
+        """Posterior mean and sd of the current segment's slope, per step, in value units.
+
+        Mixed over run lengths by their posterior probability.
+        """
+        if not self._logp.size:
+            return math.nan, math.nan
+        p = np.exp(self._logp - self._logp.max())
+        p /= p.sum()
+        m, v = self._slope_posterior(self._stats)
+        mean = float(np.sum(p * m))
+        var = float(np.sum(p * (v + m * m)) - mean * mean)
+        k = self._scale / self.time_scale
+        return mean * k, math.sqrt(max(var, 0.0)) * k
+
+    # -- internals ---------------------------------------------------------------------------
+    def _posterior(self, st: np.ndarray):
+        l00 = st[:, _N] + self._lam[0]
+        l01 = st[:, _SX]
+        l11 = st[:, _SXX] + self._lam[1]
+        det = l00 * l11 - l01 * l01
+        i00, i01, i11 = l11 / det, -l01 / det, l00 / det
+        m0 = i00 * st[:, _SY] + i01 * st[:, _SXY]
+        m1 = i01 * st[:, _SY] + i11 * st[:, _SXY]
+        an = self._a0 + 0.5 * st[:, _N]
+        bn = self._b0 + 0.5 * np.maximum(st[:, _SYY] - m0 * st[:, _SY] - m1 * st[:, _SXY], 0.0)
+        return m0, m1, i00, i01, i11, an, bn
+
+    def _slope_posterior(self, st: np.ndarray):
+        _, m1, _, _, i11, an, bn = self._posterior(st)
+        # Marginal of the slope is Student-t with 2 an dof; its variance is scale * dof/(dof-2).
+        var = bn / an * i11 * (2 * an) / np.maximum(2 * an - 2, 1e-9)
+        return m1, var
+
+    def _update(self, value: float, step: int) -> Event | None:
+        if math.isnan(self._offset):
+            self._offset = value
+        if math.isnan(self._scale):
+            self._calib.append([float(step), value])
+            if len(self._calib) < self.calibration:
+                return None
+            ys = np.array([c[1] for c in self._calib])
+            mad = float(np.median(np.abs(np.diff(ys))))
+            self._scale = mad / (0.6745 * math.sqrt(2)) if mad > 0 else max(
+                float(np.std(ys)), 1e-6)
+            pending = self._calib
+            self._calib = []
+            event = None
+            for s, v in pending:
+                event = self._step(int(s), float(v)) or event
+            return event
+        return self._step(step, value)
+
+    def _step(self, step: int, value: float) -> Event | None:
+        x = step / self.time_scale
+        y = (value - self._offset) / self._scale
+        st = self._stats
+        log_h = math.log(self.hazard)
+        log_1mh = math.log1p(-self.hazard)
+        # Predictive log density of the new point under each hypothesis, and under the prior.
+        prior_row = np.zeros((1, 6))
+        both = np.vstack([st, prior_row])
+        m0, m1, i00, i01, i11, an, bn = self._posterior(both)
+        loc = m0 + m1 * x
+        scale2 = bn / an * (1.0 + i00 + 2 * i01 * x + i11 * x * x)
+        dof = 2 * an
+        z2 = (y - loc) ** 2 / scale2
+        logpred = (gammaln((dof + 1) / 2) - gammaln(dof / 2) - 0.5 * np.log(dof * math.pi * scale2)
+                   - (dof + 1) / 2 * np.log1p(z2 / dof))
+        if self._logp.size:
+            grow = self._logp + log_1mh + logpred[:-1]
+            cp = np.logaddexp.reduce(self._logp + log_h) + logpred[-1]
+            logp = np.append(grow, cp)
+        else:
+            logp = np.array([logpred[-1]])
+        logp -= np.logaddexp.reduce(logp)
+        row = np.array([1.0, x, y, x * x, x * y, y * y])
+        stats = both + row
+        starts = np.append(self._starts, step)
+        # Prune by mass: drop the least probable hypotheses whose total mass is < prune_mass.
+        if logp.size > 2:
+            p = np.exp(logp)
+            order = np.argsort(p)
+            cum = np.cumsum(p[order])
+            drop = order[cum < self.prune_mass]
+            keep = np.ones(p.size, dtype=bool)
+            keep[drop] = False
+            if keep.sum() > self.max_hypotheses:
+                keep[:] = False
+                keep[order[-self.max_hypotheses:]] = True
+            logp, stats, starts = logp[keep], stats[keep], starts[keep]
+            logp -= np.logaddexp.reduce(logp)
+        self._logp, self._stats, self._starts = logp, stats, starts
+        prev = self._map_start
+        self._map_start = int(starts[int(np.argmax(logp))])
+        if (prev >= 0 and self._map_start > prev
+                and self._map_start - max(prev, self._prev_map_start) >= self.min_separation
+                and self._map_start < step):
+            self._prev_map_start = self._map_start
+            return Event(step, "changepoint", type(self).__name__,
+                         float(np.exp(logp.max())), location=float(self._map_start),
+                         details={"previous_segment_start": float(prev),
+                                  "n_hypotheses": float(logp.size)})
+        return None

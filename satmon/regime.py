@@ -1,0 +1,262 @@
+"""Regime call from held-out evidence: generalizing, memorizing or collapsing.
+
+The call rests on held-out accuracy, whose binomial noise is known from the held-out sample size
+(DESIGN.md section 3); the training curve enters only through the co-movement of held-out accuracy
+with training reward. Evidence, as z-statistics of weighted least squares with the binomial
+variance ``p(1-p)/n`` per point (inflated when the residuals are overdispersed):
+
+``z_time``    slope of held-out accuracy over steps, all points;
+``z_recent``  the same over the later half of the points (or since saturation);
+``z_train``   slope of held-out accuracy against the (smoothed) training reward at the same
+              steps - the co-movement of the pre-saturation phase;
+``z_drop``    fall of the latest 3-point mean below the best 3-point mean (collapse);
+``z_gain``    latest 3-point mean minus the first evaluation.
+
+A multinomial logistic model maps the evidence to probabilities. Its coefficients
+(:data:`REGIME_COEFFICIENTS`) were fitted on the seeded synthetic suite by
+``benchmarks/_calibrate_regime.py`` (standard and hard mixes, snapshots at 6 to 40 held-out
+points), which prints them; rerun it after changing the features.
+
+The remaining-gain posterior (:func:`heldout_gain_posterior`) is the quantity the halt rule uses:
+the probability that held-out accuracy still gains more than ``min_gain`` over the remaining
+budget, extrapolating the recent slope linearly (optimistic for the concave curves seen in
+practice, so it errs toward continuing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from satmon.results import json_safe
+
+CLASSES = ("generalizing", "memorizing", "collapsing")
+FEATURES = ("z_time", "z_recent", "z_train", "z_drop", "z_gain")
+
+#: Multinomial logistic coefficients: ``{class: (intercept, *weights in FEATURES order)}``;
+#: memorizing is the reference class (all zeros). Fitted by benchmarks/_calibrate_regime.py.
+REGIME_COEFFICIENTS: dict[str, tuple[float, ...]] = {
+    "generalizing": (-1.0, 0.6, 0.4, 0.6, -0.3, 0.3),
+    "memorizing": (0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    "collapsing": (-3.0, 0.2, -0.4, 0.0, 1.2, 0.0),
+}
+#: Features are clipped to this range before the logistic model (a huge z is not more evidence
+#: than a large one, and clipping keeps the calibration stable on long runs).
+FEATURE_CLIP = 8.0
+
+
+def binomial_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per-point variance ``p(1-p)/n`` (p clipped to [0.02, 0.98]); NaN where n is unknown."""
+    p = np.clip(values, 0.02, 0.98)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sizes > 0, p * (1 - p) / sizes, np.nan)
+
+
+def _point_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    var = binomial_variance(values, sizes)
+    if np.all(np.isnan(var)):
+        # Unknown n: a robust scale from successive differences (trend-free), floored.
+        d = np.diff(values)
+        s = float(np.median(np.abs(d)) / 0.6745 / math.sqrt(2)) if d.size >= 2 else 0.02
+        return np.full(values.size, max(s, 0.005) ** 2)
+    fill = np.nanmedian(var)
+    return np.where(np.isnan(var), fill, var)
+
+
+def wls_slope(x: np.ndarray, y: np.ndarray, var: np.ndarray) -> tuple[float, float]:
+    """Weighted least-squares slope and its standard error (overdispersion-inflated).
+
+    The residual chi-square over its degrees of freedom inflates the variance when it exceeds
+    1 (e.g. held-out sampled at temperature, or a curve that bends); it never deflates it.
+    """
+    if x.size < 3 or np.ptp(x) == 0:
+        return math.nan, math.nan
+    w = 1.0 / var
+    sw = w.sum()
+    mx = (w * x).sum() / sw
+    my = (w * y).sum() / sw
+    sxx = (w * (x - mx) ** 2).sum()
+    b = (w * (x - mx) * (y - my)).sum() / sxx
+    a = my - b * mx
+    chi2 = float((w * (y - a - b * x) ** 2).sum())
+    disp = max(1.0, chi2 / (x.size - 2))
+    return float(b), float(math.sqrt(disp / sxx))
+
+
+@dataclass(frozen=True)
+class RegimeEvidence:
+    """Held-out evidence and the regime probabilities it gives.
+
+    Attributes
+    ----------
+    n_points: held-out evaluations used.
+    features: the z-statistics (see the module docstring).
+    probabilities: ``{class: probability}`` over :data:`CLASSES` (sum 1), or empty when the
+        evidence is insufficient.
+    """
+
+    n_points: int
+    features: dict[str, float] = field(default_factory=dict)
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({"n_points": self.n_points, "features": dict(self.features),
+                          "probabilities": dict(self.probabilities)})
+
+
+def _smooth_at(train_steps: np.ndarray, train_values: np.ndarray, at: np.ndarray,
+               half_width: int = 5) -> np.ndarray:
+    out = np.full(at.size, np.nan)
+    if train_steps.size == 0:
+        return out
+    lo = np.searchsorted(train_steps, at - half_width, side="left")
+    hi = np.searchsorted(train_steps, at + half_width, side="right")
+    csum = np.concatenate([[0.0], np.cumsum(train_values)])
+    cnt = hi - lo
+    ok = cnt > 0
+    out[ok] = (csum[hi[ok]] - csum[lo[ok]]) / cnt[ok]
+    return out
+
+
+def regime_features(steps: Sequence[float], values: Sequence[float], sizes: Sequence[float],
+                    *, train_steps: Sequence[float] = (), train_values: Sequence[float] = (),
+                    since_step: float | None = None) -> dict[str, float]:
+    """The held-out evidence features (see the module docstring).
+
+    Parameters
+    ----------
+    steps, values, sizes:
+        Held-out evaluations; ``sizes`` holds each evaluation's sample size (0 when unknown).
+    train_steps, train_values:
+        The training reward so far (for the co-movement feature).
+    since_step:
+        Saturation step estimate: ``z_recent`` uses points from there on when at least 4 exist.
+    """
+    x = np.asarray(steps, dtype=float)
+    y = np.asarray(values, dtype=float)
+    n = np.asarray(sizes, dtype=float)
+    var = _point_variance(y, n)
+    out = {f: 0.0 for f in FEATURES}
+    if x.size < 3:
+        return out
+    b, se = wls_slope(x, y, var)
+    out["z_time"] = b / se if se > 0 else 0.0
+    if since_step is not None and math.isfinite(since_step) and np.sum(x >= since_step) >= 4:
+        sel = x >= since_step
+    else:
+        sel = x >= x[x.size // 2]
+    if sel.sum() >= 3:
+        b2, se2 = wls_slope(x[sel], y[sel], var[sel])
+        out["z_recent"] = b2 / se2 if se2 > 0 else 0.0
+    ts = np.asarray(train_steps, dtype=float)
+    tv = np.asarray(train_values, dtype=float)
+    if ts.size >= 3:
+        r = _smooth_at(ts, tv, x)
+        ok = np.isfinite(r)
+        if ok.sum() >= 3 and np.ptp(r[ok]) > 0.02:
+            b3, se3 = wls_slope(r[ok], y[ok], var[ok])
+            out["z_train"] = b3 / se3 if se3 > 0 else 0.0
+    k = min(3, x.size)
+    roll = np.convolve(y, np.ones(k) / k, mode="valid")
+    roll_var = np.convolve(var, np.ones(k) / k ** 2, mode="valid")
+    last, best = roll[-1], roll.max()
+    j = int(np.argmax(roll))
+    sd = math.sqrt(roll_var[-1] + roll_var[j]) if j != roll.size - 1 else math.sqrt(roll_var[-1])
+    out["z_drop"] = (best - last) / sd if sd > 0 else 0.0
+    out["z_gain"] = (last - y[0]) / math.sqrt(roll_var[-1] + var[0])
+    return {k2: float(np.clip(v, -FEATURE_CLIP, FEATURE_CLIP)) for k2, v in out.items()}
+
+
+def regime_probabilities(features: dict[str, float],
+                         coefficients: dict[str, Sequence[float]] | None = None
+                         ) -> dict[str, float]:
+    """Multinomial logistic probabilities of :data:`CLASSES` from the features."""
+    coef = coefficients or REGIME_COEFFICIENTS
+    missing = [c for c in CLASSES if c not in coef]
+    if missing:
+        raise KeyError(f"Regime coefficients lack classes {missing}; they have {sorted(coef)}.")
+    f = np.array([1.0] + [features.get(k, 0.0) for k in FEATURES])
+    scores = np.array([float(np.dot(np.asarray(coef[c], dtype=float), f)) for c in CLASSES])
+    scores -= scores.max()
+    p = np.exp(scores)
+    p /= p.sum()
+    return {c: float(v) for c, v in zip(CLASSES, p)}
+
+
+def classify_regime(steps: Sequence[float], values: Sequence[float], sizes: Sequence[float],
+                    *, train_steps: Sequence[float] = (), train_values: Sequence[float] = (),
+                    since_step: float | None = None, min_points: int = 6) -> RegimeEvidence:
+    """Regime probabilities from held-out evaluations (empty below ``min_points``).
+
+    Example
+    -------
+    >>> steps = list(range(0, 300, 25))
+    >>> ev = classify_regime(steps, [0.3 + 0.0008 * s for s in steps], [500] * len(steps),
+    ...                      train_steps=list(range(1, 300)),
+    ...                      train_values=[0.2 + 0.002 * s for s in range(1, 300)])
+    >>> max(ev.probabilities, key=ev.probabilities.get)
+    'generalizing'
+    """
+    n_points = len(steps)
+    if n_points < max(min_points, 3):
+        return RegimeEvidence(n_points)
+    feats = regime_features(steps, values, sizes, train_steps=train_steps,
+                            train_values=train_values, since_step=since_step)
+    return RegimeEvidence(n_points, feats, regime_probabilities(feats))
+
+
+@dataclass(frozen=True)
+class GainPosterior:
+    """Posterior of the held-out gain over the remaining budget (linear extrapolation).
+
+    Attributes
+    ----------
+    slope, slope_se: recent held-out slope per step and its standard error.
+    horizon: remaining steps used.
+    p_gain: P(slope x horizon > min_gain).
+    n_points: points in the regression.
+    from_step: first step of the regression window.
+    """
+
+    slope: float
+    slope_se: float
+    horizon: float
+    p_gain: float
+    n_points: int
+    from_step: float
+
+
+def heldout_gain_posterior(steps: Sequence[float], values: Sequence[float],
+                           sizes: Sequence[float], *, horizon: float, min_gain: float = 0.01,
+                           since_step: float | None = None, min_window: int = 6
+                           ) -> GainPosterior:
+    """P(held-out accuracy gains more than ``min_gain`` over the next ``horizon`` steps).
+
+    The slope comes from the points at or after ``since_step`` (the saturation estimate) - at
+    least the last ``min_window`` points - under a flat prior, with binomial point variances.
+    """
+    x = np.asarray(steps, dtype=float)
+    y = np.asarray(values, dtype=float)
+    n = np.asarray(sizes, dtype=float)
+    if x.size < 3:
+        return GainPosterior(math.nan, math.nan, horizon, math.nan, int(x.size), math.nan)
+    var = _point_variance(y, n)
+    # Pre-saturation (no since_step) the later half of the points, at least min_window.
+    start = x.size - min(max(min_window, x.size // 2), x.size)
+    if since_step is not None and math.isfinite(since_step):
+        start = min(start, int(np.searchsorted(x, since_step)))
+    b, se = wls_slope(x[start:], y[start:], var[start:])
+    if not math.isfinite(b):
+        return GainPosterior(math.nan, math.nan, horizon, math.nan, int(x.size - start),
+                             float(x[start]))
+    h = max(float(horizon), 0.0)
+    if h == 0:
+        p = 0.0
+    else:
+        p = float(norm.sf((min_gain / h - b) / se)) if se > 0 else float(b * h > min_gain)
+    return GainPosterior(b, se, h, p, int(x.size - start), float(x[start]))

@@ -1,0 +1,75 @@
+"""Saturation-curve fits: recovery of asymptotes and t_sat, bound rejection, BIC weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from satmon.curves import FAMILIES, bic_weights, curve_value, fit_family, forecast_saturation
+from satmon.saturation import saturation_step
+
+
+@pytest.mark.parametrize("family,params", [
+    ("exp3", (0.9, 0.7, 5.0)),
+    ("hill4", (0.1, 0.85, 0.3, 3.0)),
+    ("weibull4", (0.8, 0.2, 4.0, 1.5)),
+])
+def test_fit_recovers_asymptote(family, params):
+    steps = np.arange(1, 401)
+    rng = np.random.default_rng(0)
+    y = curve_value(family, params, steps, 400.0) + 0.01 * rng.standard_normal(400)
+    fit = fit_family(family, steps, y, time_scale=400.0, asymptote_bounds=(0.0, 1.05))
+    assert fit.accepted
+    asym = params[1] if family == "hill4" else params[0]
+    assert abs(fit.asymptote - asym) < 0.02
+
+
+def test_asymptote_on_bound_is_rejected():
+    steps = np.arange(1, 101)
+    y = 0.002 * steps  # a pure ramp: no asymptote in range
+    fit = fit_family("exp3", steps, y, time_scale=500.0, asymptote_bounds=(0.0, 0.25))
+    assert not fit.accepted and "bound" in fit.note
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_forecast_t_sat_close_to_truth_after_saturation(seed):
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, 501)
+    tau = rng.uniform(30, 80)  # clean t_sat = 4.35 tau <= 348 < 420
+    clean = 0.2 + 0.7 * (1 - np.exp(-steps / tau))
+    y = clean + 0.02 * rng.standard_normal(500)
+    truth = saturation_step(clean)
+    fc = forecast_saturation(steps[:420], y[:420], total_steps=500, bootstrap=4)
+    assert fc.usable and abs(fc.asymptote - 0.9) < 0.02
+    assert abs(fc.t_sat_estimate - truth) <= 0.15 * truth
+    assert fc.t_sat_interval[0] <= fc.t_sat_estimate <= fc.t_sat_interval[1]
+    assert fc.p_saturated_by_now > 0.9
+
+
+def test_forecast_on_early_ramp_is_not_saturated():
+    steps = np.arange(1, 101)
+    y = 0.1 + 0.7 * (1 - np.exp(-steps / 200)) + 0.005 * np.cos(steps)
+    fc = forecast_saturation(steps, y, total_steps=1000)
+    assert fc.p_saturated_by_now < 0.1
+    assert fc.t_sat_estimate > 300
+    assert "Saturation forecast" in fc.summary()
+
+
+def test_bic_weights_sum_to_one_and_skip_pow3_and_rejected():
+    steps = np.arange(1, 201)
+    y = 0.9 - 0.7 * np.exp(-steps / 40)
+    fits = {f: fit_family(f, steps, y, time_scale=200.0, asymptote_bounds=(0, 1.05))
+            for f in FAMILIES}
+    w = bic_weights(fits)
+    assert "pow3" not in w and math.isclose(sum(w.values()), 1.0)
+
+
+def test_forecast_bad_input():
+    with pytest.raises(ValueError, match="at least 8"):
+        forecast_saturation([1, 2], [0.1, 0.2], total_steps=10)
+    with pytest.raises(ValueError, match="Unknown curve families"):
+        forecast_saturation(range(10), np.linspace(0, 1, 10), total_steps=10, families=("x",))
+    with pytest.raises(ValueError, match="finite"):
+        forecast_saturation(range(10), [math.nan] * 10, total_steps=10)
