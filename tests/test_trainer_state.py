@@ -9,6 +9,8 @@ token accuracy as ``reward`` / ``rewards/token_accuracy/mean`` in training logs 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -73,12 +75,16 @@ def trained_output_dir(tmp_path_factory):
         output_dir=str(out), max_steps=MAX_STEPS, per_device_train_batch_size=16,
         per_device_eval_batch_size=32, learning_rate=1e-2, logging_steps=1,
         eval_strategy="steps", eval_steps=5, save_strategy="steps", save_steps=10,
-        report_to=[], use_cpu=True, bf16=False, seed=0, disable_tqdm=True,
+        report_to=[], use_cpu=True, bf16=False, seed=0, disable_tqdm=False,
         dataloader_num_workers=0,
     )
     trainer = TokenAccuracyTrainer(model=model, args=args, train_dataset=NextTokenData(512, 1),
                                    eval_dataset=NextTokenData(64, 2))
-    trainer.train()
+    # Keep what the job prints (log dicts between tqdm redraws), as a user's terminal log would.
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+        trainer.train()
+    (out / "console.log").write_text(console.getvalue())
     return out
 
 
@@ -117,3 +123,20 @@ def test_analyze_command_on_real_trainer_output(trained_output_dir, capsys):
     # An earlier checkpoint folder reads only the steps it had logged.
     early = read_run(trained_output_dir / "checkpoint-10")
     assert early.last_step == 10
+
+
+@pytest.mark.slow
+def test_console_output_of_the_same_run(trained_output_dir):
+    """The printed log dicts (transformers 5 prints floats as 4-digit strings) give the same
+    series as trainer_state.json, at the printed precision, at the same steps."""
+    console = trained_output_dir / "console.log"
+    state = read_run(trained_output_dir)
+    run = read_run(console)
+    assert run.metadata["format"] == "trl-console"
+    assert "steps_from_log_index" not in run.metadata
+    assert run.train_reward.steps.tolist() == state.train_reward.steps.tolist()
+    for ours, exact in zip(run.train_reward.values, state.train_reward.values):
+        assert float(f"{exact:.4g}") == ours
+    held, held_exact = run.heldout["token_accuracy"], state.heldout["token_accuracy"]
+    assert held.steps.tolist() == held_exact.steps.tolist()
+    assert [float(f"{v:.4g}") for v in held_exact.values] == held.values.tolist()

@@ -10,9 +10,10 @@ verl
     numpy reprs such as ``np.float64(0.5)``. A resumed run starts mid-way and may repeat steps;
     the cleaning policy keeps the later value.
 TRL / transformers
-    ``{'loss': 0.1, 'reward': 0.5, ...}`` printed per logging step. The dict is parsed with
-    :func:`ast.literal_eval` (never ``eval``); ``nan`` / ``inf`` become None (dropped and
-    reported by the cleaning policy). The dict holds no step, so the step is the training
+    ``{'loss': 0.1, 'reward': 0.5, ...}`` printed per logging step (transformers >= 5 prints
+    the floats as 4-significant-digit strings, ``{'loss': '0.1234'}``, which are read as
+    numbers at that precision). The dict is parsed with :func:`ast.literal_eval` (never
+    ``eval``); ``nan`` / ``inf`` become None (dropped and reported by the cleaning policy). The dict holds no step, so the step is the training
     progress bar's counter: tqdm redraws the bar right after the dict with the current global
     step, and the last counter before it is the fallback. Without any progress bar, steps are
     the 1-based index of the log line, and the run's metadata says so.
@@ -36,7 +37,7 @@ _VERL_LINE = re.compile(r"(?:^|[\s)\]>])step:(\d+) - (.*)$")
 _VERL_PROBE = re.compile(r"(?:^|[\s)\]>])step:\d+ - [^\s:]+:\S")
 _NUMPY_SCALAR = re.compile(r"^(?:np\.)?(?:float|int)\d*\((.*)\)$|^tensor\((.*?)(?:,.*)?\)$")
 _TRL_DICT = re.compile(r"\{'[^{}\n]*\}")
-_TRL_PROBE = re.compile(r"\{'[\w./\-@ ]+': [-\d.einaf]+[,}]")
+_TRL_PROBE = re.compile(r"\{'[\w./\-@ ]+': '?[-+\d.einaf]+'?[,}]")
 _NON_FINITE = re.compile(r"(?<=[:\[,] )(-?inf|nan)(?=[,}\]])")
 _TQDM = re.compile(r"(\d+)/(\d+) \[")
 
@@ -93,8 +94,18 @@ def _literal_dict(text: str) -> dict[str, Any] | None:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return value
+        return {k: _number_or_text(v) for k, v in value.items()}
     return None
+
+
+def _number_or_text(value: Any) -> Any:
+    # transformers >= 5 prints floats pre-formatted as strings ('0.2646', '2.158e+04').
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def read_trl_console(text: str, *, source: str) -> MetricLog:
