@@ -448,3 +448,24 @@ def test_read_runs_over_a_folder(tmp_path):
         empty = tmp_path / "empty"
         empty.mkdir()
         read_runs(empty)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import satmon.analysis.readers.api as api
+
+    result = doctest.testmod(api)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_importing_the_readers_loads_no_optional_package():
+    import subprocess
+    import sys
+
+    code = ("import sys, satmon.analysis, satmon.analysis.commands, satmon.keys; "
+            "print(sorted(m for m in ('tensorboard', 'mlflow', 'torch', 'transformers', "
+            "'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

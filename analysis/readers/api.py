@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from satmon.analysis.readers import console, event_files, json_logs, tables, tracking
-from satmon.analysis.readers.metric_log import MetricLog, build_run, keymap_from
+from satmon.analysis.readers.metric_log import (MetricLog, build_run, first_line_repr,
+                                                 keymap_from)
 from satmon.keys import KeyMap
 from satmon.run import Run
 
@@ -104,14 +105,7 @@ def _sniff_text(text: str, path: Path) -> str:
         return "trl-console"
     if json_error is not None:
         raise json_error
-    raise _unknown_format(path, "unrecognised content (first line "
-                                f"{console_first_line(lines)})")
-
-
-def console_first_line(lines: list[str]) -> str:
-    from satmon.analysis.readers.metric_log import first_line_repr
-
-    return first_line_repr(lines)
+    raise _unknown_format(path, f"unrecognised content (first line {first_line_repr(lines)})")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -144,7 +138,8 @@ def _latest_trainer_state(folder: Path) -> Path | None:
     """The trainer_state.json of the folder itself or of its latest ``checkpoint-N``."""
     checkpoints = sorted(
         ((int(m.group(1)), d) for d in folder.iterdir()
-         if d.is_dir() and (m := _CHECKPOINT.match(d.name)) and (d / "trainer_state.json").is_file()),
+         if d.is_dir() and (m := _CHECKPOINT.match(d.name))
+         and (d / "trainer_state.json").is_file()),
         key=lambda t: t[0],
     )
     top = folder / "trainer_state.json"

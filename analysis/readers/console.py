@@ -13,10 +13,11 @@ TRL / transformers
     ``{'loss': 0.1, 'reward': 0.5, ...}`` printed per logging step (transformers >= 5 prints
     the floats as 4-significant-digit strings, ``{'loss': '0.1234'}``, which are read as
     numbers at that precision). The dict is parsed with :func:`ast.literal_eval` (never
-    ``eval``); ``nan`` / ``inf`` become None (dropped and reported by the cleaning policy). The dict holds no step, so the step is the training
-    progress bar's counter: tqdm redraws the bar right after the dict with the current global
-    step, and the last counter before it is the fallback. Without any progress bar, steps are
-    the 1-based index of the log line, and the run's metadata says so.
+    ``eval``); ``nan`` / ``inf`` become None (dropped and reported by the cleaning policy).
+    The dict holds no step, so the step is the training progress bar's counter: tqdm redraws
+    the bar right after the dict with the current global step, and the last counter before
+    it is the fallback. Without any progress bar, steps are the 1-based index of the log
+    line, and the run's metadata says so.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def read_event_files(files: list[Path], *, source: str) -> MetricLog:
             acc.Reload()
         except Exception as exc:  # the reader raises its own DataLossError types
             raise ValueError(f"{path}: could not read the TensorBoard event file "
-                             f"({type(exc).__name__}: {exc}); it is truncated or corrupt.") from None
+                             f"({type(exc).__name__}: {exc}); it is truncated or corrupt."
+                             ) from None
         tags = acc.Tags()
         for tag in tags.get("scalars", []):
             points += [(tag, ev.step, ev.value) for ev in acc.Scalars(tag)]
