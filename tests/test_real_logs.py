@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from satmon.analysis import detect_format, read_run
+from satmon.analysis import detect_format, read_run, read_runs
 from satmon.cli import main
 
 # raw file (prefix) -> reference name, expected format, options, (train steps, held-out points)
@@ -102,3 +102,16 @@ def test_read_run_and_analyze(real_logs, prefix, capsys):
     assert "t_sat" in printed
     if not n_heldout:
         assert "no held-out series found" in printed
+
+
+def test_read_runs_over_the_raw_folder(real_logs):
+    """The raw folder mixes console logs with two renamed event files of different runs."""
+    runs = read_runs(real_logs / "raw")
+    assert len(runs) == len(CASES)
+    formats = sorted(r.metadata["format"] for r in runs)
+    assert formats == ["tensorboard", "tensorboard", "trl-console", "verl-console",
+                       "verl-console", "verl-console"]
+    names = {r.name for r in runs}
+    assert "volcengine__verl__recipe_async_reward_agent_assets_tensorboard_q3b_fsdp_base" in names
+    with pytest.raises(ValueError, match="holds 2 runs"):
+        read_run(real_logs / "raw")

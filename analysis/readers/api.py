@@ -159,10 +159,7 @@ def _dir_sources(folder: Path) -> list[tuple[str, Path]]:
     state = _latest_trainer_state(folder)
     if state is not None:
         return [("trainer-state", state)]
-    events = event_files.event_files_in(folder)
-    if events:
-        return [("tensorboard", d) for d in sorted({p.parent for p in events})]
-    return []
+    return [("tensorboard", target) for target in event_files.event_runs(folder)]
 
 
 def _default_name(path: Path, fmt: str) -> str:
@@ -176,8 +173,7 @@ def _default_name(path: Path, fmt: str) -> str:
             return path.name
         # Event files are named events.out.tfevents.<time>.<host>...: the run is the folder,
         # unless the file was renamed with a prefix of its own.
-        prefix = path.name.split("events.out.tfevents", 1)[0].rstrip("._-")
-        return prefix or path.parent.name or path.name
+        return event_files.run_prefix(path) or path.parent.name or path.name
     return path.stem if path.is_file() else path.name
 
 
@@ -185,9 +181,7 @@ def _read_log(path: Path, fmt: str) -> MetricLog:
     """Parse one file (or an event-file folder) in a known format."""
     source = str(path)
     if fmt == "tensorboard":
-        files = event_files.event_files_in(path) if path.is_dir() else [path]
-        if path.is_dir():
-            files = [f for f in files if f.parent == path]
+        files = event_files.files_of_run(path)
         if not files:
             raise _unknown_format(path, "no TensorBoard event files (events.out.tfevents.*) here")
         return event_files.read_event_files(files, source=source)
@@ -368,11 +362,9 @@ def read_runs(
 
 
 def _scan_folder(folder: Path, fmt: str, depth: int) -> list[tuple[str, Path]]:
-    own = _dir_sources(folder)
-    if fmt not in ("auto", "csv"):
-        own = [s for s in own if s[0] == fmt]
-    if own:
-        return own
+    state = _latest_trainer_state(folder)
+    if state is not None and fmt in ("auto", "trainer-state"):
+        return [("trainer-state", state)]
     found: list[tuple[str, Path]] = []
     for child in sorted(folder.iterdir()):
         if child.name.startswith("."):
@@ -385,6 +377,11 @@ def _scan_folder(folder: Path, fmt: str, depth: int) -> list[tuple[str, Path]]:
             kind = detect_format(child) if fmt == "auto" else fmt
         except ValueError as exc:
             log.info("skipped %s: %s", child, str(exc).split(". Supported")[0])
+            continue
+        if kind == "tensorboard" and not event_files.run_prefix(child):
+            # Unrenamed event files in one folder are one run (a resumed job adds files).
+            if ("tensorboard", folder) not in found:
+                found.append(("tensorboard", folder))
             continue
         found.append((kind, child))
     return found

@@ -44,6 +44,29 @@ def event_files_in(folder: Path) -> list[Path]:
                   key=lambda p: (str(p.parent), p.name))
 
 
+def run_prefix(path: Path) -> str:
+    """The part of an event file's name before ``events.out.tfevents`` ('' when not renamed)."""
+    return path.name.split("events.out.tfevents", 1)[0].rstrip("._-")
+
+
+def event_runs(folder: Path) -> list[Path]:
+    """The runs among the event files under ``folder``.
+
+    By TensorBoard's convention one folder is one run (a resumed job adds a file to it); a
+    file renamed with a prefix of its own (``<run>_events.out.tfevents...``) is a run by itself.
+    Returns folders and renamed files.
+    """
+    targets = {p.parent if not run_prefix(p) else p for p in event_files_in(folder)}
+    return sorted(targets, key=str)
+
+
+def files_of_run(target: Path) -> list[Path]:
+    """The event files of a run returned by :func:`event_runs` (oldest first)."""
+    if target.is_file():
+        return [target]
+    return [p for p in event_files_in(target) if p.parent == target and not run_prefix(p)]
+
+
 def _hf_tag_to_key(tag: str) -> str:
     if tag.startswith("train/"):
         return tag[len("train/"):]
