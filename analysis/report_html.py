@@ -53,8 +53,8 @@ def render_tables(report: "Report") -> str:
         f"<p class='meta'>{c['runs']} run(s): {c['saturated']} saturated, {c['failed']} not "
         f"analysed, {c['without_heldout']} without held-out series, {c['halted']} halted by the "
         f"monitor replay. Parameters: {html.escape(report.params.describe())}.</p>",
-        "<h2>Runs</h2>", html_table(RUN_HEADER, report.run_rows()),
-        "<h2>Held-out gains</h2>",
+        "<h2 id='runs'>Runs</h2>", html_table(RUN_HEADER, report.run_rows()),
+        "<h2 id='gains'>Held-out gains</h2>",
     ]
     rows = report.heldout_rows()
     parts.append(html_table(HELDOUT_HEADER, rows) if rows
@@ -62,10 +62,10 @@ def render_tables(report: "Report") -> str:
     if report.config.groups:
         groups = "; ".join(f"<b>{html.escape(g)}</b>: {html.escape(', '.join(m))}"
                            for g, m in report.config.groups.items())
-        parts += ["<h2>Benchmark groups</h2>", f"<p>{groups}</p>",
+        parts += ["<h2 id='groups'>Benchmark groups</h2>", f"<p>{groups}</p>",
                   html_table(report.group_header(), report.group_rows())]
     if report.pairs:
-        parts += ["<h2>Data gap G<sub>sat</sub></h2>",
+        parts += ["<h2 id='gap'>Data gap G<sub>sat</sub></h2>",
                   "<p>G<sub>sat</sub>(n', n) = M<sup>n'</sup>(t<sub>sat</sub><sup>n</sup>) - "
                   "M<sup>n</sup>(t<sub>sat</sub><sup>n</sup>), read at the small run's "
                   "t<sub>sat</sub>.</p>",
@@ -75,7 +75,7 @@ def render_tables(report: "Report") -> str:
         items = "".join(
             f"<li{' class=err' if n.startswith('error') else ''}><b>{html.escape(w)}</b>: "
             f"{html.escape(n)}</li>" for w, n in notes)
-        parts += ["<h2>Notes</h2>", f"<ul class='notes'>{items}</ul>"]
+        parts += ["<h2 id='notes'>Notes</h2>", f"<ul class='notes'>{items}</ul>"]
     return "\n".join(parts)
 
 
@@ -137,18 +137,25 @@ def render_html(report: "Report", *, title: str = "satmon report", max_run_plots
     if isinstance(max_run_plots, bool) or not isinstance(max_run_plots, int) or max_run_plots < 0:
         raise ValueError("The 'max_run_plots' parameter must be an int >= 0. "
                          f"Got {max_run_plots!r} instead.")
-    body = [f"<h1>{html.escape(title)}</h1>", render_tables(report)]
-    if figures:
-        figs = render_figures(report, max_run_plots=max_run_plots, grid_rows=grid_rows,
-                              grid_cols=grid_cols, dpi=dpi, fit=fit)
-        if figs:
-            body.append("<h2>Figures</h2>")
-            body += [f"<figure>{_img(png, cap)}<figcaption>{html.escape(cap)}</figcaption>"
-                     "</figure>" for cap, png in figs]
-            n_ok = sum(r.analysis is not None for r in report.runs)
-            if n_ok > max_run_plots:
-                body.append(f"<p class='meta'>Per-run figures for the first {max_run_plots} of "
-                            f"{n_ok} analysed runs.</p>")
+    figs = (render_figures(report, max_run_plots=max_run_plots, grid_rows=grid_rows,
+                           grid_cols=grid_cols, dpi=dpi, fit=fit) if figures else [])
+    # In-page links: on a report over many runs the figures sit below a long table.
+    sections = [("runs", "Runs"), ("gains", "Held-out gains")]
+    sections += [("groups", "Benchmark groups")] if report.config.groups else []
+    sections += [("gap", "Data gap")] if report.pairs else []
+    sections += [("notes", "Notes")] if report.notes() else []
+    sections += [("figures", "Figures")] if figs else []
+    nav = " &middot; ".join(f"<a href='#{a}'>{t}</a>" for a, t in sections)
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p class='meta'>{nav}</p>",
+            render_tables(report)]
+    if figs:
+        body.append("<h2 id='figures'>Figures</h2>")
+        body += [f"<figure>{_img(png, cap)}<figcaption>{html.escape(cap)}</figcaption>"
+                 "</figure>" for cap, png in figs]
+        n_ok = sum(r.analysis is not None for r in report.runs)
+        if n_ok > max_run_plots:
+            body.append(f"<p class='meta'>Per-run figures for the first {max_run_plots} of "
+                        f"{n_ok} analysed runs.</p>")
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title>"
             f"<meta name='generator' content='satmon {__version__}'>"

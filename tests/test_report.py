@@ -249,7 +249,10 @@ def test_html_is_self_contained(tmp_path):
     assert page.startswith("<!DOCTYPE html>")
     # Two per-run figures plus the overview grid, all inline PNGs; nothing fetched from outside.
     assert page.count('src="data:image/png;base64,') == 3
-    assert not re.search(r"(src|href)=\"(?!data:)", page)
+    # Only inline images and in-page anchors: nothing is fetched from outside the file.
+    refs = re.findall(r"(?:src|href)=[\"']([^\"']*)", page)
+    assert refs and all(r.startswith(("data:image/png;base64,", "#")) for r in refs)
+    assert "href='#figures'" in page
     assert "http://" not in page and "https://" not in page
     assert "Per-run figures for the first 2 of 4 analysed runs" in page
     grid = rep.to_html(max_run_plots=0, grid_rows="model", grid_cols="setting", dpi=50)
