@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from satmon._version import __version__
 from satmon.results import html_table

@@ -22,7 +22,7 @@ DEFAULT_EXPERIMENT = "satmon-reports"
 
 @dataclass(frozen=True)
 class MlflowAttachment:
-    """Where the report went: run id, tracking URI, artifact folder, and whether satmon made the run."""
+    """Where the report went: run id, tracking URI, artifact folder, whether satmon made the run."""
 
     run_id: str
     tracking_uri: str
@@ -68,7 +68,8 @@ def log_report_to_mlflow(
     created = False
     if run_id is None:
         active = mlflow.active_run()
-        if active is not None and (tracking_uri is None or tracking_uri == mlflow.get_tracking_uri()):
+        same_store = tracking_uri is None or tracking_uri == mlflow.get_tracking_uri()
+        if active is not None and same_store:
             run_id = active.info.run_id
         else:
             run_id = os.environ.get("MLFLOW_RUN_ID") or None

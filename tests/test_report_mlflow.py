@@ -103,7 +103,6 @@ def test_unknown_run_and_missing_files(tmp_path, store, capsys):
 def test_report_over_runs_read_from_the_store(tmp_path, store, capsys):
     """Runs logged to MLflow by a TRL-style trainer come back as report rows."""
     uri, client, exp = store
-    ids = []
     for n, t_full in (("fast", 40), ("slow", 100)):
         run_id = client.create_run(exp, run_name=n).info.run_id
         for s in range(1, 161):
@@ -111,7 +110,6 @@ def test_report_over_runs_read_from_the_store(tmp_path, store, capsys):
         for s in range(0, 161, 20):
             client.log_metric(run_id, "eval_rewards/accuracy/mean", 0.1 + s / 800, step=s)
         client.set_terminated(run_id)
-        ids.append(run_id)
     out = tmp_path / "rep"
     assert main(["report", "mlflow://experiments/training", "--tracking-uri", uri,
                  "--out", str(out), "--format", "csv", "--no-replay"]) == 0
