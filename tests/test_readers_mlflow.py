@@ -15,25 +15,28 @@ HELD = {s: 0.2 + 0.01 * s + 1e-9 for s in range(0, 41, 10)}
 
 def _log_verl_run(client, experiment_id, *, name, resumed=False, at_spelling=True):
     """A verl-style run as verl's MLflow logger writes it (``@`` becomes ``_at_``)."""
+    from mlflow.entities import Metric
+
     run = client.create_run(experiment_id, run_name=name)
     rid = run.info.run_id
     held_key = ("val-core/openai/gsm8k/reward/mean_at_1" if at_spelling
                 else "val/test_score/openai/gsm8k")
     ts = 1_700_000_000_000
+    metrics = []
     for s in STEPS:
         ts += 1000
-        client.log_metric(rid, "critic/score/mean", REWARD[s - 1], timestamp=ts, step=s)
-        client.log_metric(rid, "actor/entropy", 0.5 - 0.01 * s, timestamp=ts, step=s)
-        client.log_metric(rid, "response_length/mean", 100.0 + s, timestamp=ts, step=s)
+        metrics += [Metric("critic/score/mean", REWARD[s - 1], ts, s),
+                    Metric("actor/entropy", 0.5 - 0.01 * s, ts, s),
+                    Metric("response_length/mean", 100.0 + s, ts, s)]
     for s, v in HELD.items():
         ts += 1000
-        client.log_metric(rid, held_key, v, timestamp=ts, step=s)
+        metrics.append(Metric(held_key, v, ts, s))
     if resumed:
         # The resumed job logs steps 31..35 again, later in time, with new values.
         for s in range(31, 36):
             ts += 1000
-            client.log_metric(rid, "critic/score/mean", REWARD[s - 1] + 0.05, timestamp=ts,
-                              step=s)
+            metrics.append(Metric("critic/score/mean", REWARD[s - 1] + 0.05, ts, s))
+    client.log_batch(rid, metrics=metrics)
     client.set_terminated(rid)
     return rid
 
@@ -132,6 +135,7 @@ def test_metric_logged_without_steps(sqlite_tracking_uri):
 @pytest.mark.slow
 def test_real_server_round_trip(mlflow_server, capsys):
     from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     exp = client.create_experiment("server-readers")
@@ -139,10 +143,10 @@ def test_real_server_round_trip(mlflow_server, capsys):
     # TRL-style keys through the server too.
     trl = client.create_run(exp, run_name="trl").info.run_id
     for s in STEPS:
-        client.log_metric(trl, "reward", REWARD[s - 1], step=s)
-        client.log_metric(trl, "completions/mean_length", 50.0 + s, step=s)
-    for s, v in HELD.items():
-        client.log_metric(trl, "eval_rewards/accuracy/mean", v, step=s)
+        client.log_batch(trl, metrics=[Metric("reward", REWARD[s - 1], 1000 * s, s),
+                                       Metric("completions/mean_length", 50.0 + s, 1000 * s, s)])
+    client.log_batch(trl, metrics=[Metric("eval_rewards/accuracy/mean", v, 1000 * s + 1, s)
+                                   for s, v in HELD.items()])
 
     run = read_run(f"mlflow://runs/{rid}?tracking_uri={mlflow_server.uri}")
     _check(run)
