@@ -414,3 +414,12 @@ def test_parallel_workers_give_the_same_report():
     assert [r.run for r in parallel.runs] == runs  # the caller's runs, not copies
     with pytest.raises(ValueError, match="'workers' parameter must be an int >= 1"):
         build_report(runs, workers=0)
+
+
+@pytest.mark.parametrize("module", ["satmon.analysis.report", "satmon.analysis.groups"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
