@@ -230,6 +230,14 @@ def paper_t_sat_paths(observed: np.ndarray, future: np.ndarray, first_future_ste
     return np.where(has, first_step + idx, math.inf).astype(float)
 
 
+def _rule_on_grid(paths: np.ndarray, grid: np.ndarray, eps: float, end_margin: int) -> np.ndarray:
+    """The paper's rule on paths sampled at the (increasing) steps in ``grid``."""
+    peak = paths.max(axis=1, keepdims=True)
+    ok = (paths >= eps * peak) & (grid <= grid[-1] - end_margin)
+    has = ok.any(axis=1)
+    return np.where(has, grid[np.argmax(ok, axis=1)], math.inf).astype(float)
+
+
 class SaturationForecast(Result):
     """The ensemble's answer: asymptote, forecast at the last step, t_sat estimate, weights."""
 
@@ -421,13 +429,18 @@ def forecast_saturation(
     probs = np.array([weights[f] for f in fams])
     choice = rng.choice(len(fams), size=n_paths, p=probs)
     first = int(s[0])
-    grid = np.arange(first, total + 1, dtype=float)
-    n_fut = total - now
+    # Paths live on a grid of at most ~2,000 steps (a stride > 1 on long runs): t_sat is then
+    # resolved to the stride, and the cost no longer grows with the run's length.
+    stride = max(1, int(math.ceil((total - first + 1) / 2000)))
+    grid = np.arange(first, total + 1, stride, dtype=float)
+    if grid[-1] != total:
+        grid = np.append(grid, float(total))
+    i_now = int(np.searchsorted(grid, now, side="right")) - 1
+    n_fut = grid.size - i_now - 1
     curves_now = np.empty(n_paths)
     finals = np.empty(n_paths)
     asyms = np.empty(n_paths)
     paths = np.empty((n_paths, grid.size))
-    i_now = now - first
     for i, c in enumerate(choice):
         fam = fams[c]
         ps = samples[fam]
@@ -439,15 +452,21 @@ def forecast_saturation(
         asyms[i] = p[_ASYMPTOTE[fam]]
     gains = finals - curves_now
     # The clean-curve t_sat of each sampled curve: the saturation of the underlying trend.
-    tsat_clean = paper_t_sat_paths(np.empty(0), paths, first, first, eps, end_margin)
+    tsat_clean = _rule_on_grid(paths, grid, eps, end_margin)
     # The raw-curve t_sat the paper would compute: observed values so far, then sampled curves
     # plus noise with the fit's residual sd (gaps in the observed steps are interpolated).
     best = max(weights, key=weights.get)  # type: ignore[arg-type]
     raw_resid = y - fits[best].predict(s)
     sd_raw = float(np.std(raw_resid)) if raw_resid.size > 2 else noise
     future = paths[:, i_now + 1:] + sd_raw * rng.standard_normal((n_paths, n_fut))
-    obs = np.interp(np.arange(first, now + 1), s, y)
-    tsat_raw = paper_t_sat_paths(obs, future, now + 1, first, eps, end_margin)
+    if stride == 1:
+        obs = np.interp(np.arange(first, now + 1), s, y)
+        tsat_raw = paper_t_sat_paths(obs, future, now + 1, first, eps, end_margin)
+    else:
+        # On a strided grid the raw observed prefix is read at the grid steps.
+        obs = np.interp(grid[: i_now + 1], s, y)
+        tsat_raw = _rule_on_grid(np.hstack([np.broadcast_to(obs, (n_paths, obs.size)), future]),
+                                 grid, eps, end_margin)
     p_sat_now = float(np.mean(tsat_clean <= now))
 
     def centre(ts: np.ndarray) -> tuple[float, tuple[float, float]]:

@@ -158,7 +158,8 @@ class SaturationMonitor:
     eps, end_margin:
         The paper's t_sat rule parameters.
     refit_every:
-        Steps between saturation-curve refits.
+        Minimum steps between saturation-curve refits (refits are also at least 10% of the
+        steps so far apart).
     bootstrap:
         Bootstrap refits per family at each refit.
     families:
@@ -354,8 +355,11 @@ class SaturationMonitor:
         if len(self._train_steps) > self.config.max_history:
             self._compress_history()
         c = self.config
+        # Refits come every `refit_every` steps, or every 10% of the steps run so far when that
+        # is longer: the amortized cost per update then falls as a run gets longer.
+        gap = max(c.refit_every, int(0.1 * step))
         if (step >= min(c.warmup_steps, 20) and len(self._train_steps) >= 10
-                and (self._last_refit < 0 or step - self._last_refit >= c.refit_every)):
+                and (self._last_refit < 0 or step - self._last_refit >= gap)):
             self._refit(step)
 
     def _compress_history(self) -> None:
@@ -511,10 +515,15 @@ class SaturationMonitor:
                             f"{c.min_heldout_points} held-out evaluations needed to call the "
                             "regime", evidence)
         p_gain = self._gain.get("p_heldout_gain", 1.0)
-        p_col = self._regime["collapsing"] if self._gain.get("heldout_drop", 0.0) >= \
-            2 * c.min_heldout_gain else 0.0
+        dropped = (self._gain.get("heldout_drop", 0.0) >= 2 * c.min_heldout_gain
+                   and self._regime_features.get("z_drop", 0.0) >= 2.5)
+        p_col = self._regime["collapsing"] if dropped else 0.0
         p_stop_sat = p_sat * (1.0 - p_gain)
-        if p_col >= p_stop_sat:
+        if dropped and max(p_col, p_stop_sat) >= c.flag_threshold:
+            # Held-out accuracy has fallen significantly below its best: whatever else is
+            # true, the reason a person needs to read is the collapse.
+            score, reason = max(p_col, p_stop_sat), Reason.COLLAPSE
+        elif p_col >= p_stop_sat:
             score, reason = p_col, Reason.COLLAPSE
         else:
             score = p_stop_sat
