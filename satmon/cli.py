@@ -18,7 +18,7 @@ from satmon._version import __version__
 log = logging.getLogger("satmon")
 
 _COMMAND_MODULES: tuple[str, ...] = ("satmon.analysis.report_commands",
-                                     "satmon.analysis.commands")
+                                     "satmon.analysis.commands", "satmon.lab.commands")
 
 # Subcommands register here: name -> (help, add_arguments, handler).
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
