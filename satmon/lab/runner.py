@@ -473,6 +473,10 @@ def run_lab(setting: LabSetting, *, seed: int = 0, out_dir: str | Path,
                 trainer.train()
             steps_run = int(trainer.state.global_step)
             curves = dict(recorder.curves)
+            if "faithfulness" in pre_rl:
+                # The probe before RL used the same prompts, rollouts and seed as step 0's.
+                curves["faithfulness"] = [(0, pre_rl["faithfulness"]["mean"]),
+                                          *curves.get("faithfulness", [])]
             curves["heldout_acc"] = [
                 (int(r["step"]), float(r["heldout"][HELDOUT_NAME]))
                 for r in sat_callback.history

@@ -311,10 +311,10 @@ SETTINGS: dict[str, LabSetting] = {s.name: s for s in (
                reward=RewardKind.SELF_CERTAINTY, pre_rl=PreRL.SFT_ANSWERS, sft_steps=40,
                description="self-certainty reward (no labels), after brief SFT"),
     LabSetting(name="sft-answers", task=_SUM_TASK, n_train=8, pre_rl=PreRL.SFT_ANSWERS,
-               sft_steps=100, format_steps=0,
+               sft_prompts=128, sft_steps=150, format_steps=0,
                description="running-sum task, 8 RL prompts, SFT on answers only"),
     LabSetting(name="sft-traces", task=_SUM_TASK, n_train=8, pre_rl=PreRL.SFT_TRACES,
-               sft_steps=100, format_steps=0,
+               sft_prompts=128, sft_steps=150, format_steps=0,
                description="running-sum task, 8 RL prompts, SFT on scratchpads"),
 )}
 
