@@ -6,6 +6,8 @@ trainer adapters live in :mod:`satmon.callbacks` and post-hoc readers, reports a
 """
 
 from satmon._version import __version__
+from satmon.decision import Action, Decision, Evidence, Phase, Reason
+from satmon.keys import KeyMap
 from satmon.monitor import MonitorConfig, SaturationMonitor
 from satmon.replay import ReplayResult, replay
 from satmon.run import CleaningReport, HeldoutSeries, Run, Series, clean_series
@@ -26,6 +28,12 @@ from satmon.saturation import (
 
 __all__ = [
     "__version__",
+    "Action",
+    "Decision",
+    "Evidence",
+    "KeyMap",
+    "Phase",
+    "Reason",
     "CleaningReport",
     "DataGap",
     "HeldoutGain",
