@@ -514,6 +514,10 @@ class SaturationCallback(TrainerCallback, ExportableState):
         else:
             params = dict(setting) if isinstance(setting, Mapping) else {}
             params.setdefault("spool_dir", os.path.join(args.output_dir, "satmon-spool"))
+            if _reports_to_mlflow(args):
+                # transformers' MLflowCallback (which runs first) already opened the run,
+                # nested if MLFLOW_NESTED_RUN asked for it: log into that run, not below it.
+                params.setdefault("nested", False)
             sink = MlflowSink(**params)
         sink.open()
         self._run.sink = sink
@@ -733,11 +737,15 @@ def _eval_enabled(args: Any) -> bool:
     return str(getattr(strategy, "value", strategy)) != "no"
 
 
-def _mlflow_wanted(args: Any) -> bool:
+def _reports_to_mlflow(args: Any) -> bool:
     report_to = getattr(args, "report_to", None) or []
     if isinstance(report_to, str):
         report_to = [report_to]
-    if "mlflow" in report_to or "all" in report_to:
+    return "mlflow" in report_to or "all" in report_to
+
+
+def _mlflow_wanted(args: Any) -> bool:
+    if _reports_to_mlflow(args):
         return True
     if os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_RUN_ID"):
         return True

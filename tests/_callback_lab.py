@@ -75,6 +75,12 @@ def grpo_trainer(job: LabJob, output_dir: Any, *, max_steps: int, callbacks: Seq
 
 
 def short_monitor(**overrides: Any) -> dict[str, Any]:
-    """Monitor parameters that fit a run of a hundred or two steps evaluated every 5 steps."""
+    """Monitor parameters that fit a run of a few hundred steps evaluated every 5 steps.
+
+    ``min_heldout_gain=0.05``: with 256 held-out prompts one evaluation has a binomial sd of
+    about 0.027, so a gain under 5 points is not worth the remaining budget of a miniature run.
+    ``eps=0.95``: a reward pinned at its ceiling still creeps from 0.97 to 1.0, which the
+    paper's 0.99 rule reads as "not saturated yet" for a long time on a 300-step budget.
+    """
     return {"warmup_steps": 20, "min_heldout_points": 4, "refit_every": 10, "bootstrap": 2,
-            "end_margin": 10, **overrides}
+            "end_margin": 10, "min_heldout_gain": 0.05, "eps": 0.95, **overrides}
