@@ -39,7 +39,7 @@ import os
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from satmon._optional import is_available, require
 from satmon.callbacks.distributed import any_rank, world
@@ -149,6 +149,11 @@ class SaturationCallback(TrainerCallback, ExportableState):
         Distinguishes several satmon callbacks on one trainer (metric prefix ``<name>/``).
     figures:
         Log a figure of the curves and phases at a halt and at the end.
+    train_transform:
+        A function applied to the training value before the monitor sees it. The monitor reads
+        a reward (higher is better, saturating); for a plain ``Trainer`` whose training series
+        is a loss, ``lambda loss: math.exp(-loss)`` turns it into the mean likelihood of the
+        targets, which rises and saturates like a reward.
 
     Attributes
     ----------
@@ -164,6 +169,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
                  heldout_n: int | None = None, strict: bool = True,
                  mlflow: bool | str | MlflowSink | Mapping[str, Any] = "auto",
                  name: str = "satmon", figures: bool = True,
+                 train_transform: Callable[[float], float] | None = None,
                  _restore_of: str | None = None) -> None:
         if _restore_of is not None:
             self._adopt(_restore_of)
@@ -178,6 +184,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
         self.mlflow = mlflow
         self.name = name
         self.figures = figures
+        self.train_transform = train_transform
         self._validate()
         self._reset()
         _LIVE[name] = weakref.ref(self)
@@ -222,6 +229,9 @@ class SaturationCallback(TrainerCallback, ExportableState):
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"The 'name' of SaturationCallback must be a non-empty string. "
                              f"Got {self.name!r} instead.")
+        if self.train_transform is not None and not callable(self.train_transform):
+            raise TypeError(f"The 'train_transform' of SaturationCallback must be callable or "
+                            f"None. Got {self.train_transform!r} instead.")
 
     def _reset(self) -> None:
         self._run = _RunState()
@@ -261,7 +271,8 @@ class SaturationCallback(TrainerCallback, ExportableState):
     @property
     def history(self) -> list[dict[str, Any]]:
         """One JSON-safe row per monitor update: inputs, action, reason, evidence summary."""
-        return [{k: v for k, v in r.items() if k != "decision"} for r in self._run.rows]
+        return [json_safe({k: v for k, v in r.items() if k != "decision"})
+                for r in self._run.rows]
 
     @property
     def halted_step(self) -> int | None:
@@ -352,7 +363,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
             pending = self._pending_for(step, control)
             if picked.has_train:
                 pending.has_train = True
-                pending.train = _as_float(picked.train)
+                pending.train = self._transform(_as_float(picked.train))
             pending.aux.update({k: v for k, v in ((k, _as_float(v))
                                                   for k, v in picked.aux.items())
                                 if v is not None and math.isfinite(v)})
@@ -381,6 +392,15 @@ class SaturationCallback(TrainerCallback, ExportableState):
         pending.waiting_for_eval = False
         self._flush()
 
+    def _transform(self, value: float | None) -> float | None:
+        if value is None or self.train_transform is None:
+            return value
+        try:
+            return float(self.train_transform(value))
+        except Exception:
+            self._failure("applying train_transform")
+            return None
+
     def _pending_for(self, step: int, control: Any) -> _Pending:
         run = self._run
         if run.pending is not None and run.pending.step != step:
@@ -391,14 +411,19 @@ class SaturationCallback(TrainerCallback, ExportableState):
         return run.pending
 
     def _check_train_keys(self, logs: Mapping[str, Any]) -> None:
+        # Train and eval logs hold different keys: check each against its own part of the map.
+        train_part = KeyMap(preset=self.keys.preset, train_key=self.keys.train_key,
+                            aux_keys=dict(self.keys.aux_keys) if self.keys.aux_keys else None)
         try:
-            self.keys.resolve(logs.keys(), strict=True, require_train=True)
+            train_part.resolve(logs.keys(), strict=True, require_train=True)
         except KeyError as exc:
             self._config_error("train-keys", exc)
 
     def _check_eval_keys(self, logs: Mapping[str, Any]) -> None:
+        eval_part = KeyMap(preset=self.keys.preset, heldout_keys=(
+            dict(self.keys.heldout_keys) if self.keys.heldout_keys else None))
         try:
-            resolved = self.keys.resolve(logs.keys(), strict=True)
+            resolved = eval_part.resolve(logs.keys(), strict=True)
             if not resolved.heldout:
                 raise KeyError(
                     "No held-out key found in the evaluation log (SaturationCallback reads "
@@ -452,6 +477,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
         row = {"step": pending.step, "train_reward": train,
                "heldout": {k: v for k, (v, _) in heldout.items()},
                "heldout_n": {k: n for k, (_, n) in heldout.items()},
+               "aux": dict(pending.aux),
                "action": decision.action.value,
                "reason": None if decision.reason is None else decision.reason.value,
                "phase": decision.evidence.phase.value,

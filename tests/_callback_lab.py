@@ -84,3 +84,42 @@ def short_monitor(**overrides: Any) -> dict[str, Any]:
     """
     return {"warmup_steps": 20, "min_heldout_points": 4, "refit_every": 10, "bootstrap": 2,
             "end_margin": 10, "min_heldout_gain": 0.05, "eps": 0.95, **overrides}
+
+
+def sft_trainer(output_dir: Any, *, max_steps: int, callbacks: Sequence[Any] = (), seed: int = 0,
+                **overrides: Any) -> Any:
+    """A plain transformers Trainer (supervised, not RL) with an eval accuracy metric.
+
+    The tiny model learns the rule task by next-token prediction of the answer; every
+    ``eval_steps`` the Trainer evaluates on 128 held-out prompts and logs ``eval_accuracy``
+    (greedy next-token accuracy at the answer position, from ``compute_metrics``).
+    """
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    split = make_split(TASK, n_train=64, n_heldout=128, seed=seed)
+    tok = build_char_tokenizer(TASK.alphabet)
+
+    def encode(examples: Sequence[Any]) -> Any:
+        ids = [tok(e.prompt + e.answer)["input_ids"] for e in examples]
+        return Dataset.from_dict({
+            "input_ids": ids, "attention_mask": [[1] * len(x) for x in ids],
+            # Only the answer token is a target.
+            "labels": [[-100] * (len(x) - 1) + [x[-1]] for x in ids]})
+
+    def accuracy(pred: Any) -> dict[str, float]:
+        preds, labels = pred
+        target = labels[:, 1:] != -100  # logits at position t predict token t + 1
+        return {"accuracy": float((preds[:, :-1][target] == labels[:, 1:][target]).mean())}
+
+    params: dict[str, Any] = dict(
+        output_dir=str(output_dir), max_steps=max_steps, learning_rate=3e-3,
+        per_device_train_batch_size=16, per_device_eval_batch_size=128, logging_steps=1,
+        eval_strategy="steps", eval_steps=5, save_strategy="no", report_to=[], use_cpu=True,
+        seed=seed, disable_tqdm=True, log_level="warning")
+    params.update(overrides)
+    return Trainer(model=build_tiny_model(tok, seed=seed), args=TrainingArguments(**params),
+                   train_dataset=encode(split.train), eval_dataset=encode(split.heldout),
+                   compute_metrics=accuracy,
+                   preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+                   callbacks=list(callbacks))

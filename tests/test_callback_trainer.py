@@ -1,0 +1,57 @@
+"""SaturationCallback on a plain transformers Trainer (supervised, not RL) with an eval metric."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from _callback_lab import sft_trainer  # noqa: E402
+from satmon.callbacks import SaturationCallback  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_plain_trainer_with_an_eval_metric(tmp_path):
+    cb = SaturationCallback({"warmup_steps": 10, "min_heldout_points": 4, "refit_every": 10},
+                            keys={"train_key": "loss", "heldout_keys": ["eval_accuracy"]},
+                            train_transform=lambda loss: math.exp(-loss), mlflow=False)
+    trainer = sft_trainer(tmp_path / "run", max_steps=40, callbacks=[cb])
+    trainer.train()
+
+    assert trainer.state.global_step == 40 and cb.heldout_source == "eval"
+    rows = cb.history
+    assert [r["step"] for r in rows] == list(range(1, 41))  # one update per step
+    held = [(r["step"], r["heldout"]["eval_accuracy"], r["heldout_n"]["eval_accuracy"])
+            for r in rows if r["heldout"]]
+    assert [s for s, _, _ in held] == list(range(5, 41, 5))
+    assert all(n == 128 for _, _, n in held)  # the size of the evaluation dataset
+    logged = {h["step"]: h["eval_accuracy"] for h in trainer.state.log_history
+              if "eval_accuracy" in h}
+    assert {s: v for s, v, _ in held} == pytest.approx(logged)
+    losses = {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+    assert all(r["train_reward"] == pytest.approx(math.exp(-losses[r["step"]])) for r in rows)
+    assert held[-1][1] > held[0][1]  # the rule is learned: held-out accuracy rises
+    assert rows[-1]["train_reward"] > rows[0]["train_reward"]
+
+
+def test_plain_trainer_misspelled_eval_metric_lists_the_eval_keys(tmp_path):
+    cb = SaturationCallback(keys={"train_key": "loss", "heldout_keys": ["eval_acc"]},
+                            mlflow=False)
+    trainer = sft_trainer(tmp_path / "run", max_steps=10, callbacks=[cb])
+    with pytest.raises(KeyError) as info:
+        trainer.train()
+    assert "'eval_acc'" in str(info.value) and "'eval_accuracy'" in str(info.value)
+    assert trainer.state.global_step == 5  # raised at the first evaluation log
