@@ -1,0 +1,59 @@
+"""Two processes under torchrun (gloo, CPU): one rank's stop stops both; gathered held-out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+pytestmark = pytest.mark.slow
+
+WORKER = Path(__file__).resolve().parent / "_dist_worker.py"
+TIMEOUT_S = 300
+
+
+def _torchrun(tmp_path: Path, scenario: str) -> list[dict]:
+    out = tmp_path / scenario
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(WORKER), str(out), scenario]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+                              start_new_session=True)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"torchrun {scenario} hung for {TIMEOUT_S} s (a rank stopped alone?):\n"
+                    f"{(exc.stderr or '')[-3000:]}")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_a_stop_seen_by_one_rank_stops_both(tmp_path):
+    r0, r1 = _torchrun(tmp_path, "skew")
+    assert r0["world_size"] == r1["world_size"] == 2
+    # Rank 0 saw NaN rewards from step 4 (SKEW_FROM) and halted on its own evidence ...
+    assert r0["reasons"][-1] == "non_finite" and r0["actions"][-1] == "halt"
+    # ... rank 1 saw only finite rewards and never wanted to stop ...
+    assert set(r1["actions"]) == {"continue"}
+    assert all(v is not None and v == v for v in r1["train_rewards"])
+    # ... and both left training at the same step, long before max_steps, with no hang.
+    assert r0["global_step"] == r1["global_step"] == r0["halted_step"] == r1["halted_step"]
+    assert r0["halted_step"] < 30
+    assert f"checkpoint-{r0['halted_step']}" in r0["checkpoints"]  # halt_and_save
+
+
+def test_heldout_evaluator_splits_and_gathers_across_ranks(tmp_path):
+    r0, r1 = _torchrun(tmp_path, "evaluator")
+    assert r0["global_step"] == r1["global_step"] == 30
+    # Each rank scored half of the 64 prompts; both got the same gathered value and n = 64.
+    assert r0["heldout"] == r1["heldout"] and len(r0["heldout"]) == 16  # steps 0, 2, ..., 30
+    assert all(n == {"heldout": 64} for n in r0["heldout_n"] + r1["heldout_n"])
+    assert r0["train_rewards"] == r1["train_rewards"]  # TRL gathers before logging
