@@ -132,7 +132,7 @@ class LabSetting:
     format_steps: int = 30
     format_prompts: int = 32
     max_steps: int = 300
-    learning_rate: float = 5e-4
+    learning_rate: float = 4e-4
     num_generations: int = 8
     prompts_per_step: int = 8
     temperature: float = 1.0
@@ -296,8 +296,10 @@ SETTINGS: dict[str, LabSetting] = {s.name: s for s in (
                description="64 prompts of a shared rule, verifier reward"),
     LabSetting(name="scarce-8", task=_RULE_TASK, n_train=8,
                description="the shared rule with 8 training prompts"),
+    # A higher learning rate than the rest: random labels are fitted (as far as GRPO's
+    # exploration allows) within a few dozen steps - the paper's rapid saturation, t_sat < 100.
     LabSetting(name="memorizing", task=_RULE_TASK, n_train=8, labels=Labels.RANDOM,
-               learning_rate=1e-3,
+               learning_rate=3e-3,
                expected_regime="memorizing",
                description="8 prompts with fixed random labels (memorization control)"),
     LabSetting(name="noisy-25", task=_RULE_TASK, n_train=64, labels=Labels.NOISY, noise=0.25,

@@ -1,0 +1,117 @@
+"""Real miniature GRPO runs with satmon attached, over several seeds.
+
+The two settings whose regime holds by construction: a rule shared by training and held-out
+prompts (generalizing: held-out accuracy climbs with the training reward, and satmon must let
+the run finish) and random labels (memorizing: held-out accuracy stays at chance, and satmon
+must halt with reason MEMORIZING, checkpointing the halt step).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("mlflow")
+
+from scipy.stats import spearmanr  # noqa: E402
+
+from satmon.lab.runner import run_lab, tracking_store  # noqa: E402
+from satmon.lab.settings import get_setting  # noqa: E402
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _reward_before_each_eval(run, window: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out accuracy at each evaluation (step > 0) and the mean training reward of the
+    ``window`` steps before it (the batch reward alone is too noisy to pair with one point)."""
+    reward = dict(run.curves["train_reward"])
+    held, rew = [], []
+    for step, value in run.curves["heldout_acc"]:
+        recent = [reward[s] for s in range(step - window + 1, step + 1) if s in reward]
+        if step > 0 and recent:
+            held.append(value)
+            rew.append(float(np.mean(recent)))
+    return np.asarray(held), np.asarray(rew)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_generalizing_setting_climbs_with_the_reward_and_is_not_halted(tmp_path: Path, seed):
+    setting = get_setting("generalizing")
+    run = run_lab(setting, seed=seed, out_dir=tmp_path / "run", action="halt_and_save",
+                  tracking_uri=tracking_store(tmp_path))
+    assert not run.halted, run.message
+    assert run.steps_run == setting.max_steps and run.checkpoint is None
+    assert run.first_halt_decision is None
+    held, reward = _reward_before_each_eval(run)
+    chance = setting.task.chance
+    # Starts at chance (the format warm-up teaches the answer format, not the rule) ...
+    assert abs(run.curves["heldout_acc"][0][1] - chance) < 0.1
+    # ... and climbs well above it, together with the training reward.
+    assert run.final_heldout > chance + 0.4
+    assert reward[-5:].mean() > reward[:5].mean() + 0.3
+    rho = spearmanr(held, reward).statistic
+    assert rho > 0.8, f"held-out vs training reward rank correlation {rho:.2f}"
+
+
+@pytest.fixture(scope="module")
+def memorizing_runs(tmp_path_factory):
+    """The memorization control over every seed, trained once for the tests below."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("memorizing")
+    runs = {seed: run_lab(get_setting("memorizing"), seed=seed, out_dir=root / f"s{seed}",
+                          action="halt_and_save", tracking_uri=tracking_store(root))
+            for seed in SEEDS}
+    torch.set_num_threads(before)
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_memorization_control_memorizes_and_is_halted_with_a_checkpoint(memorizing_runs, seed):
+    setting = get_setting("memorizing")
+    run = memorizing_runs[seed]
+    held = np.asarray([v for _, v in run.curves["heldout_acc"]])
+    reward = np.asarray([v for _, v in run.curves["train_reward"]])
+    # The run really memorizes: the reward on its 8 random labels rises far above chance while
+    # held-out accuracy (random labels too) never leaves chance.
+    assert reward[-20:].mean() > setting.task.chance + 0.2
+    assert np.all(np.abs(held[1:] - setting.task.chance) < 0.1)
+    assert run.halted, f"not halted; last monitor state: {run.monitor_trace[-1]}"
+    assert run.steps_run == run.halt_step < setting.max_steps
+    assert run.checkpoint is not None and Path(run.checkpoint).name == \
+        f"checkpoint-{run.halt_step}"
+    assert (Path(run.checkpoint) / "satmon_state.json").is_file()
+
+
+# Measured with the engine as of this commit: seeds 0 and 2 are halted with reason SATURATED
+# (P(generalizing) ~0.5 although held-out accuracy is flat at chance over 25 evaluations), seed 1
+# with MEMORIZING. strict=True: when the regime call is fixed these XPASS and fail, so the
+# markers must be removed then.
+_REGIME_CALL_MISSES = pytest.mark.xfail(
+    strict=True, reason="the monitor's regime call on flat-at-chance held-out accuracy "
+                        "gives P(generalizing) ~0.5, so it halts with SATURATED")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [pytest.param(0, marks=_REGIME_CALL_MISSES), 1,
+                                  pytest.param(2, marks=_REGIME_CALL_MISSES)])
+def test_memorization_control_is_halted_with_reason_memorizing(memorizing_runs, seed):
+    run = memorizing_runs[seed]
+    assert run.reason == "memorizing", run.message
