@@ -12,7 +12,9 @@ Fits use scipy ``least_squares`` (trust-region reflective with bounds, soft-L1 l
 outliers do not drag the curve), warm-started from the previous fit. A fit whose asymptote sits
 on its bound is rejected: the data did not identify it. Families are weighted by BIC. Intervals
 come from a residual block bootstrap of every accepted family, mixed across families by weight,
-so they include the between-family spread (a single fit's covariance is overconfident). The
+so they include the between-family spread (a single fit's covariance is overconfident); by
+default the within-family spread comes from each fit's covariance widened by a fixed factor
+instead of bootstrap refits (same idea, no refits: the fits dominate the monitor's cost). The
 paper's t_sat is forecast by simulation: observed values so far, then sampled fitted curves plus
 noise to the run's last step, and the exact rule applied to each path.
 """
@@ -53,7 +55,40 @@ def _pow3(p, t):
     return c - a * t ** (-alpha)
 
 
+# Analytic Jacobians (one column per parameter): a finite-difference Jacobian costs k + 1
+# function evaluations per iteration and was most of the fitting time.
+def _exp3_jac(p, t):
+    c, a, b = p
+    e = np.exp(-b * t)
+    return np.column_stack([np.ones_like(t), -e, a * t * e])
+
+
+def _hill4_jac(p, t):
+    r0, big_a, t_mid, big_b = p
+    ratio = t_mid / t
+    u = ratio ** big_b
+    inv = 1.0 / (1.0 + u)
+    common = -(big_a - r0) * inv * inv * u
+    return np.column_stack([u * inv, inv, common * big_b / t_mid, common * np.log(ratio)])
+
+
+def _weibull4_jac(p, t):
+    big_a, r0, k, d = p
+    kt = k * t
+    w = kt ** d
+    e = np.exp(-w)
+    amp = (big_a - r0) * e * w
+    return np.column_stack([1.0 - e, e, amp * d / k, amp * np.log(kt)])
+
+
+def _pow3_jac(p, t):
+    c, a, alpha = p
+    tp = t ** (-alpha)
+    return np.column_stack([np.ones_like(t), -tp, a * tp * np.log(t)])
+
+
 _FUNCS = {"exp3": _exp3, "hill4": _hill4, "weibull4": _weibull4, "pow3": _pow3}
+_JACS = {"exp3": _exp3_jac, "hill4": _hill4_jac, "weibull4": _weibull4_jac, "pow3": _pow3_jac}
 # Index of the asymptote among each family's parameters.
 _ASYMPTOTE = {"exp3": 0, "hill4": 1, "weibull4": 0, "pow3": 0}
 
@@ -81,6 +116,9 @@ class CurveFit:
     accepted: False when the fit failed or its asymptote sits on a bound.
     note: why a fit was rejected.
     time_scale: steps per unit of the fit's t.
+    covariance: Gauss-Newton covariance of the parameters ``s^2 (J'J)^-1`` at the solution
+        (row-major, ``k * k`` values; empty when singular or not computed).
+    lower, upper: the parameter bounds the fit used.
     """
 
     family: str
@@ -92,6 +130,9 @@ class CurveFit:
     accepted: bool
     note: str = ""
     time_scale: float = 1.0
+    covariance: tuple[float, ...] = ()
+    lower: tuple[float, ...] = ()
+    upper: tuple[float, ...] = ()
 
     def predict(self, steps: Any) -> np.ndarray:
         """The fitted curve at ``steps``."""
@@ -164,20 +205,34 @@ def fit_family(family: str, steps: Any, values: Any, *, time_scale: float,
         if w.shape == start.shape and np.all(w > lb) and np.all(w < ub):
             start = w
     func = _FUNCS[family]
+    jac_f = _JACS[family]
     k = start.size
 
     def resid(p):
         return func(p, t) - y
 
+    def jac(p):
+        return jac_f(p, t)
+
     try:
         with np.errstate(all="ignore"):
-            sol = least_squares(resid, start, bounds=(lb, ub), method="trf", loss="soft_l1",
-                                f_scale=f_scale, max_nfev=max_nfev)
-        p = sol.x
-        r = resid(p)
-        rss = float(np.sum(r * r))
-        ok = bool(np.all(np.isfinite(r)))
-    except (ValueError, FloatingPointError) as exc:  # a degenerate start or data
+            sol = least_squares(resid, start, jac=jac, bounds=(lb, ub), method="trf",
+                                loss="soft_l1", f_scale=f_scale, max_nfev=max_nfev,
+                                ftol=1e-6, xtol=1e-6)
+            p = sol.x
+            r = resid(p)
+            rss = float(np.sum(r * r))
+            ok = bool(np.all(np.isfinite(r)))
+            cov: tuple[float, ...] = ()
+            if ok and y.size > k:
+                j = jac(p)
+                jtj = j.T @ j
+                if np.all(np.isfinite(jtj)) and np.linalg.cond(jtj) < 1e14:
+                    c = np.linalg.inv(jtj) * (rss / (y.size - k))
+                    if np.all(np.isfinite(c)):
+                        cov = tuple(float(v) for v in c.ravel())
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        # A degenerate start or data.
         return CurveFit(family, tuple(start.tolist()), math.nan, math.inf, math.inf, y.size,
                         False, f"fit failed: {exc}", time_scale)
     n = y.size
@@ -193,7 +248,7 @@ def fit_family(family: str, steps: Any, values: Any, *, time_scale: float,
         if asym - lb[ia] < tol or ub[ia] - asym < tol:
             accepted, note = False, f"asymptote {asym:.4g} on its bound [{lb[ia]:.4g}, {ub[ia]:.4g}]"
     return CurveFit(family, tuple(float(v) for v in p), asym, rss, bic, n, accepted, note,
-                    time_scale)
+                    time_scale, cov, tuple(float(v) for v in lb), tuple(float(v) for v in ub))
 
 
 def bic_weights(fits: Mapping[str, CurveFit]) -> dict[str, float]:
@@ -318,10 +373,52 @@ def _binned(steps: np.ndarray, values: np.ndarray, max_points: int):
     return s, v
 
 
+#: Parametric intervals widen the Gauss-Newton covariance by this factor (in sd units): the
+#: covariance of a single fit ignores misspecification and autocorrelated noise, and is
+#: overconfident on its own (DESIGN.md section 3); the between-family mixture adds the rest.
+COVARIANCE_INFLATION = 2.0
+
+
+def _parametric_draws(fit: CurveFit, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Parameter sets drawn from N(params, inflated covariance), clipped to the fit's bounds."""
+    p = np.asarray(fit.params, dtype=float)
+    k = p.size
+    if len(fit.covariance) != k * k:
+        return np.broadcast_to(p, (size, k)).copy()
+    cov = np.asarray(fit.covariance, dtype=float).reshape(k, k)
+    vals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
+    root = vecs * np.sqrt(np.clip(vals, 0.0, None))
+    draws = p + COVARIANCE_INFLATION * rng.standard_normal((size, k)) @ root.T
+    if fit.lower and fit.upper:
+        draws = np.clip(draws, fit.lower, fit.upper)
+    draws[0] = p  # the point fit is always one of the paths
+    return draws
+
+
+def _bootstrap_draws(fit: CurveFit, bs: np.ndarray, by: np.ndarray, size: int, bootstrap: int,
+                     rng: np.random.Generator, asymptote_bounds: tuple[float, float],
+                     noise: float) -> np.ndarray:
+    """Parameter sets from residual block-bootstrap refits (AR structure kept by blocks)."""
+    base = fit.predict(bs)
+    res = by - base
+    params = [fit.params]
+    block = max(1, min(5, res.size // 10))
+    for _ in range(bootstrap):
+        starts = rng.integers(0, res.size - block + 1, size=res.size // block + 1)
+        boot = np.concatenate([res[i:i + block] for i in starts])[: res.size]
+        bf = fit_family(fit.family, bs, base + boot, time_scale=fit.time_scale,
+                        asymptote_bounds=asymptote_bounds, x0=fit.params,
+                        f_scale=max(noise, 1e-4), max_nfev=40)
+        if bf.accepted:
+            params.append(bf.params)
+    arr = np.asarray(params, dtype=float)
+    return arr[rng.integers(len(arr), size=size)]
+
+
 def forecast_saturation(
     steps: Any, values: Any, *, total_steps: int, families: Sequence[str] = FAMILIES,
     eps: float = 0.99, end_margin: int = 50, asymptote_bounds: tuple[float, float] | None = None,
-    bootstrap: int = 8, n_paths: int = 64, max_points: int = 100,
+    bootstrap: int = 0, n_paths: int = 64, max_points: int = 40,
     warm_start: Mapping[str, Sequence[float]] | None = None, seed: int = 0,
     veto_margin: float = 2.0, min_gain: float = 0.01,
 ) -> SaturationForecast:
@@ -341,7 +438,9 @@ def forecast_saturation(
         Allowed asymptote range; default: the data range widened by its span (unbounded proxy
         rewards are allowed), clipped to [0, 1] margins only when the data lie in [0, 1].
     bootstrap:
-        Residual block-bootstrap refits per accepted family (0: point fits only).
+        Residual block-bootstrap refits per accepted family. 0 (default): parameters are drawn
+        from each fit's Gauss-Newton covariance widened by :data:`COVARIANCE_INFLATION`, which
+        costs no refits.
     n_paths:
         Simulated future paths for the t_sat distribution.
     max_points:
@@ -407,24 +506,6 @@ def forecast_saturation(
             current_fit=math.nan, remaining_gain=math.nan, remaining_gain_interval=nan2,
             p_saturated_by_now=math.nan, t_sat_estimate=math.nan, t_sat_interval=nan2,
             vetoed=False, noise_sd=noise, notes=notes + ["no saturating family accepted"])
-    # Bootstrap: per family, refit on fitted + resampled residual blocks (keeps AR structure).
-    samples: dict[str, list[tuple[float, ...]]] = {}
-    for fam in weights:
-        fit = fits[fam]
-        base = fit.predict(bs)
-        res = by - base
-        params = [fit.params]
-        block = max(1, min(5, res.size // 10))
-        for _ in range(bootstrap):
-            starts = rng.integers(0, res.size - block + 1, size=res.size // block + 1)
-            boot = np.concatenate([res[i:i + block] for i in starts])[: res.size]
-            bf = fit_family(fam, bs, base + boot, time_scale=time_scale,
-                            asymptote_bounds=asymptote_bounds, x0=fit.params,
-                            f_scale=max(noise, 1e-4), max_nfev=40)
-            if bf.accepted:
-                params.append(bf.params)
-        samples[fam] = params
-    # Draw paths: family by weight, then one of its bootstrap parameter sets.
     fams = list(weights)
     probs = np.array([weights[f] for f in fams])
     choice = rng.choice(len(fams), size=n_paths, p=probs)
@@ -437,19 +518,24 @@ def forecast_saturation(
         grid = np.append(grid, float(total))
     i_now = int(np.searchsorted(grid, now, side="right")) - 1
     n_fut = grid.size - i_now - 1
-    curves_now = np.empty(n_paths)
-    finals = np.empty(n_paths)
-    asyms = np.empty(n_paths)
+    t_grid = np.maximum(grid, 0.5) / time_scale
     paths = np.empty((n_paths, grid.size))
-    for i, c in enumerate(choice):
-        fam = fams[c]
-        ps = samples[fam]
-        p = ps[rng.integers(len(ps))]
-        vals = curve_value(fam, p, grid, time_scale)
-        paths[i] = vals
-        curves_now[i] = vals[i_now]
-        finals[i] = vals[-1]
-        asyms[i] = p[_ASYMPTOTE[fam]]
+    asyms = np.empty(n_paths)
+    for fi, fam in enumerate(fams):
+        idx = np.flatnonzero(choice == fi)
+        if not idx.size:
+            continue
+        if bootstrap > 0:
+            draws = _bootstrap_draws(fits[fam], bs, by, idx.size, bootstrap, rng,
+                                     asymptote_bounds, noise)
+        else:
+            draws = _parametric_draws(fits[fam], idx.size, rng)
+        with np.errstate(all="ignore"):
+            vals = _FUNCS[fam](tuple(draws.T[:, :, None]), t_grid[None, :])
+        paths[idx] = np.where(np.isfinite(vals), vals, fits[fam].predict(grid)[None, :])
+        asyms[idx] = draws[:, _ASYMPTOTE[fam]]
+    curves_now = paths[:, i_now]
+    finals = paths[:, -1]
     gains = finals - curves_now
     # The clean-curve t_sat of each sampled curve: the saturation of the underlying trend.
     tsat_clean = _rule_on_grid(paths, grid, eps, end_margin)

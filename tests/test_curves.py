@@ -73,3 +73,39 @@ def test_forecast_bad_input():
         forecast_saturation(range(10), np.linspace(0, 1, 10), total_steps=10, families=("x",))
     with pytest.raises(ValueError, match="finite"):
         forecast_saturation(range(10), [math.nan] * 10, total_steps=10)
+
+
+@pytest.mark.parametrize("family,params", [
+    ("exp3", (0.9, 0.7, 5.0)),
+    ("hill4", (0.1, 0.85, 0.3, 3.0)),
+    ("weibull4", (0.8, 0.2, 4.0, 1.5)),
+    ("pow3", (0.9, 0.3, 0.7)),
+])
+def test_analytic_jacobian_matches_finite_differences(family, params):
+    from satmon.curves import _FUNCS, _JACS
+
+    t = np.linspace(0.01, 1.0, 25)
+    p = np.asarray(params, dtype=float)
+    jac = _JACS[family](p, t)
+    for i in range(p.size):
+        h = 1e-6 * max(abs(p[i]), 1.0)
+        up, dn = p.copy(), p.copy()
+        up[i] += h
+        dn[i] -= h
+        fd = (_FUNCS[family](up, t) - _FUNCS[family](dn, t)) / (2 * h)
+        np.testing.assert_allclose(jac[:, i], fd, rtol=1e-5, atol=1e-7)
+
+
+def test_parametric_and_bootstrap_intervals_agree_on_a_clean_exp_curve():
+    rng = np.random.default_rng(3)
+    steps = np.arange(1, 401)
+    clean = 0.2 + 0.7 * (1 - np.exp(-steps / 50))
+    y = clean + 0.02 * rng.standard_normal(400)
+    truth = saturation_step(clean)
+    para = forecast_saturation(steps, y, total_steps=500)
+    boot = forecast_saturation(steps, y, total_steps=500, bootstrap=4)
+    for fc in (para, boot):
+        assert abs(fc.t_sat_estimate - truth) <= 0.15 * truth
+        assert fc.asymptote_interval[0] <= 0.9 + 0.01 and fc.asymptote_interval[1] >= 0.9 - 0.01
+    fit = para.fits["exp3"]
+    assert len(fit.covariance) == 9 and fit.lower and fit.upper

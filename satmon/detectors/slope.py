@@ -124,7 +124,8 @@ class SlopeTest(Detector):
         if not math.isfinite(self._slope) or not self._slope_se > 0:
             return math.nan
         h = self.remaining(self._last_step if step is None else step)
-        return float(norm.cdf((gain / h - self._slope) / self._slope_se))
+        # math.erfc instead of scipy.stats.norm.cdf: this runs on every monitor update.
+        return 0.5 * math.erfc(-((gain / h - self._slope) / self._slope_se) / math.sqrt(2.0))
 
     def _update(self, value: float, step: int) -> Event | None:
         self._points.append((step, value))
