@@ -10,13 +10,22 @@ variance ``p(1-p)/n`` per point (inflated when the residuals are overdispersed):
 ``z_train``   slope of held-out accuracy against the (smoothed) training reward at the same
               steps - the co-movement of the pre-saturation phase;
 ``z_drop``    fall of the latest 3-point mean below the best 3-point mean (collapse);
-``z_gain``    latest 3-point mean minus the first evaluation.
+``z_gain``    latest 3-point mean minus the first evaluation;
+``z_peak``    best 3-point mean minus the first evaluation (a collapse rises first);
+``log_points`` log of the number of evaluations (how much the z-statistics can say);
+``elapsed``   last evaluated step over the planned steps (0.5 when the plan is unknown): late in
+              a run a flat held-out curve has had its chance to rise and a collapse to happen.
 
 A multinomial logistic model maps the evidence to probabilities. Its coefficients
-(:data:`REGIME_COEFFICIENTS`) were fitted on the seeded synthetic suite by
-``benchmarks/_calibrate_regime.py`` (seed 100, standard and hard mixes, evaluation every 10 or
-25 steps, snapshots at 6 to 40 held-out points: 5,760 snapshots, NLL 0.666), which prints them;
-rerun it after changing the features.
+(:data:`REGIME_COEFFICIENTS`, stored in ``satmon/_regime_model.py``) were fitted on a seeded
+synthetic calibration suite by ``benchmarks/_calibrate_regime.py`` (seeds 100-101, disjoint from
+the benchmark's; standard and hard mixes; snapshots after 6 to 40 evaluations of runs evaluated
+every 10 or 25 steps, and end-of-run calls of runs whose budget holds 10, 20 or 40 evaluations),
+then temperature-scaled on a separate suite: the temperature is ``exp(a + b * elapsed)``
+(:data:`REGIME_TEMPERATURE` holds ``(a, b)``), because one linear model fitted to early and
+end-of-run calls together is under-confident at the end of a run, where the evidence is
+clearest, and a single temperature cannot fix both ends. Rerun
+the script after changing the features: it rewrites the module.
 
 The remaining-gain posterior (:func:`heldout_gain_posterior`) is the quantity the halt rule uses:
 the probability that held-out accuracy still gains more than ``min_gain`` over the remaining
@@ -34,18 +43,19 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
+from satmon import _regime_model
 from satmon.results import json_safe
 
 CLASSES = ("generalizing", "memorizing", "collapsing")
-FEATURES = ("z_time", "z_recent", "z_train", "z_drop", "z_gain")
+FEATURES = ("z_time", "z_recent", "z_train", "z_drop", "z_gain", "z_peak", "log_points",
+            "elapsed")
 
 #: Multinomial logistic coefficients: ``{class: (intercept, *weights in FEATURES order)}``;
 #: memorizing is the reference class (all zeros). Fitted by benchmarks/_calibrate_regime.py.
-REGIME_COEFFICIENTS: dict[str, tuple[float, ...]] = {
-    "generalizing": (-0.6059, 0.5786, 0.0447, 0.4172, -0.1699, -0.0699),
-    "memorizing": (0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000),
-    "collapsing": (-1.4487, 0.1501, -0.1628, 0.7192, 0.3278, -0.2805),
-}
+REGIME_COEFFICIENTS: dict[str, tuple[float, ...]] = dict(_regime_model.COEFFICIENTS)
+#: ``(a, b)``: scores are divided by ``exp(a + b * elapsed)`` before the softmax (fitted for
+#: calibration by benchmarks/_calibrate_regime.py).
+REGIME_TEMPERATURE: tuple[float, float] = tuple(_regime_model.TEMPERATURE)  # type: ignore
 #: Features are clipped to this range before the logistic model (a huge z is not more evidence
 #: than a large one, and clipping keeps the calibration stable on long runs).
 FEATURE_CLIP = 8.0
@@ -126,7 +136,8 @@ def _smooth_at(train_steps: np.ndarray, train_values: np.ndarray, at: np.ndarray
 
 def regime_features(steps: Sequence[float], values: Sequence[float], sizes: Sequence[float],
                     *, train_steps: Sequence[float] = (), train_values: Sequence[float] = (),
-                    since_step: float | None = None) -> dict[str, float]:
+                    since_step: float | None = None,
+                    total_steps: float | None = None) -> dict[str, float]:
     """The held-out evidence features (see the module docstring).
 
     Parameters
@@ -137,6 +148,8 @@ def regime_features(steps: Sequence[float], values: Sequence[float], sizes: Sequ
         The training reward so far (for the co-movement feature).
     since_step:
         Saturation step estimate: ``z_recent`` uses points from there on when at least 4 exist.
+    total_steps:
+        The run's planned last step (for ``elapsed``); None: unknown.
     """
     x = np.asarray(steps, dtype=float)
     y = np.asarray(values, dtype=float)
@@ -170,19 +183,31 @@ def regime_features(steps: Sequence[float], values: Sequence[float], sizes: Sequ
     sd = math.sqrt(roll_var[-1] + roll_var[j]) if j != roll.size - 1 else math.sqrt(roll_var[-1])
     out["z_drop"] = (best - last) / sd if sd > 0 else 0.0
     out["z_gain"] = (last - y[0]) / math.sqrt(roll_var[-1] + var[0])
-    return {k2: float(np.clip(v, -FEATURE_CLIP, FEATURE_CLIP)) for k2, v in out.items()}
+    out["z_peak"] = (best - y[0]) / math.sqrt(roll_var[j] + var[0])
+    out = {k2: float(np.clip(v, -FEATURE_CLIP, FEATURE_CLIP)) for k2, v in out.items()}
+    out["log_points"] = math.log(x.size)
+    out["elapsed"] = (min(max(float(x[-1]) / float(total_steps), 0.0), 1.0)
+                      if total_steps else 0.5)
+    return out
 
 
 def regime_probabilities(features: dict[str, float],
-                         coefficients: dict[str, Sequence[float]] | None = None
-                         ) -> dict[str, float]:
-    """Multinomial logistic probabilities of :data:`CLASSES` from the features."""
+                         coefficients: dict[str, Sequence[float]] | None = None,
+                         temperature: tuple[float, float] | None = None) -> dict[str, float]:
+    """Multinomial logistic probabilities of :data:`CLASSES` from the features.
+
+    ``temperature`` is ``(a, b)`` of the temperature ``exp(a + b * elapsed)`` (default: the
+    calibrated :data:`REGIME_TEMPERATURE`; ``(0, 0)`` gives the raw model).
+    """
     coef = coefficients or REGIME_COEFFICIENTS
+    a, b = REGIME_TEMPERATURE if temperature is None else temperature
+    temp = math.exp(float(a) + float(b) * features.get("elapsed", 0.5))
     missing = [c for c in CLASSES if c not in coef]
     if missing:
         raise KeyError(f"Regime coefficients lack classes {missing}; they have {sorted(coef)}.")
     f = np.array([1.0] + [features.get(k, 0.0) for k in FEATURES])
     scores = np.array([float(np.dot(np.asarray(coef[c], dtype=float), f)) for c in CLASSES])
+    scores = scores / temp
     scores -= scores.max()
     p = np.exp(scores)
     p /= p.sum()
@@ -191,7 +216,8 @@ def regime_probabilities(features: dict[str, float],
 
 def classify_regime(steps: Sequence[float], values: Sequence[float], sizes: Sequence[float],
                     *, train_steps: Sequence[float] = (), train_values: Sequence[float] = (),
-                    since_step: float | None = None, min_points: int = 6) -> RegimeEvidence:
+                    since_step: float | None = None, min_points: int = 6,
+                    total_steps: float | None = None) -> RegimeEvidence:
     """Regime probabilities from held-out evaluations (empty below ``min_points``).
 
     Example
@@ -207,7 +233,8 @@ def classify_regime(steps: Sequence[float], values: Sequence[float], sizes: Sequ
     if n_points < max(min_points, 3):
         return RegimeEvidence(n_points)
     feats = regime_features(steps, values, sizes, train_steps=train_steps,
-                            train_values=train_values, since_step=since_step)
+                            train_values=train_values, since_step=since_step,
+                            total_steps=total_steps)
     return RegimeEvidence(n_points, feats, regime_probabilities(feats))
 
 
