@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from satmon._optional import is_available, require
-from satmon.callbacks.distributed import any_rank, world
+from satmon.callbacks.distributed import any_rank
 from satmon.callbacks.heldout import HeldoutEvaluator, HeldoutResult
 from satmon.decision import Action, Decision
 from satmon.keys import KeyMap, format_key_list

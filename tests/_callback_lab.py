@@ -59,7 +59,7 @@ def grpo_trainer(job: LabJob, output_dir: Any, *, max_steps: int, callbacks: Seq
         lr_scheduler_type="constant", per_device_train_batch_size=64, num_generations=8,
         generation_batch_size=64, max_completion_length=1, logging_steps=1,
         save_strategy="no", report_to=[], bf16=False, use_cpu=True,
-        gradient_checkpointing=False, disable_tqdm=True, seed=seed, log_level="warning",
+        activation_checkpointing=False, disable_tqdm=True, seed=seed, log_level="warning",
         generation_kwargs=job.generation_kwargs, dataloader_num_workers=0)
     eval_dataset = None
     if eval_steps is not None:

@@ -21,7 +21,7 @@ mlflow = pytest.importorskip("mlflow")
 from _callback_lab import grpo_trainer, lab_job, short_monitor  # noqa: E402
 from satmon.callbacks import SaturationCallback  # noqa: E402
 from satmon.decision import Reason  # noqa: E402
-from satmon.lab.tasks import exact_match, trl_reward  # noqa: E402
+from satmon.lab.tasks import exact_match  # noqa: E402
 from satmon.monitor import SaturationMonitor  # noqa: E402
 
 pytestmark = pytest.mark.slow
