@@ -91,6 +91,7 @@ class _RunState:
     sink: MlflowSink | None = None
     source: str = "none"
     rows: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
     pending: _Pending | None = None
     want_stop: bool = False
     stopped_step: int | None = None
@@ -266,13 +267,12 @@ class SaturationCallback(TrainerCallback, ExportableState):
     @property
     def decisions(self) -> list[Decision]:
         """Decisions of this process's monitor since training began (including a resume)."""
-        return [r["decision"] for r in self._run.rows if "decision" in r]
+        return list(self._run.decisions)
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """One JSON-safe row per monitor update: inputs, action, reason, evidence summary."""
-        return [json_safe({k: v for k, v in r.items() if k != "decision"})
-                for r in self._run.rows]
+        return [dict(r) for r in self._run.rows]
 
     @property
     def halted_step(self) -> int | None:
@@ -484,8 +484,10 @@ class SaturationCallback(TrainerCallback, ExportableState):
                "p_saturated": decision.evidence.p_saturated,
                "t_sat_estimate": decision.evidence.t_sat_estimate,
                "regime": decision.evidence.most_likely_regime,
-               "message": decision.message, "decision": decision}
-        run.rows.append(row)
+               "message": decision.message}
+        # Rows are stored JSON-safe once, so reading the history every step stays cheap.
+        run.rows.append(json_safe(row))
+        run.decisions.append(decision)
         if run.sink is not None:
             self._guard("logging to MLflow", self._log_update, pending, decision)
         if act:
@@ -623,7 +625,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
             "version": STATE_VERSION,
             "step": int(state.global_step),
             "monitor": None if run.monitor is None else run.monitor.state_dict(),
-            "rows": json_safe(self.history),
+            "rows": self.history,
             "stopped_step": run.stopped_step,
             "heldout_results": [r.to_dict() for r in run.heldout_results],
         }
