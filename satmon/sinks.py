@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from satmon._optional import require
+from satmon.results import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -318,8 +319,9 @@ class MlflowSink:
             raise ValueError(f"log_table needs columns of equal length. Got lengths "
                              f"{ {k: len(v) for k, v in data.items()} }.")
         if data and lengths != {0}:
+            # NaN / inf cells become None: the spool and MLflow's table JSON are strict JSON.
             self._record({"kind": "table", "artifact_file": name,
-                          "data": {k: list(v) for k, v in data.items()}})
+                          "data": {str(k): json_safe(list(v)) for k, v in data.items()}})
 
     def _check_open(self) -> None:
         if not self._opened:

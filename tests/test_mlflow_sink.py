@@ -61,7 +61,7 @@ def test_new_run_gets_metrics_tags_table_figure_and_is_ended(sqlite_tracking_uri
                           "satmon/text": "x"}, step=step)
     sink.set_tags({"satmon.regime": "memorizing", "satmon.t_sat": 17})
     sink.log_table({"step": [1, 2], "action": ["continue", "halt"]}, "satmon/decisions.json")
-    sink.log_table({"step": [3], "action": ["halt"]}, "satmon/decisions.json")
+    sink.log_table({"step": [3], "action": [float("nan")]}, "satmon/decisions.json")
     mfig = pytest.importorskip("matplotlib.figure")
     fig = mfig.Figure()
     fig.add_subplot(1, 1, 1).plot([0, 1], [0, 1])
@@ -83,6 +83,7 @@ def test_new_run_gets_metrics_tags_table_figure_and_is_ended(sqlite_tracking_uri
     table = json.loads(open(client.download_artifacts(run.info.run_id, "satmon/decisions.json",
                                                       str(tmp_path))).read())
     assert [row[0] for row in table["data"]] == [1, 2, 3]  # appended, not replaced
+    assert table["data"][2][1] is None  # a NaN cell is stored as null
     assert list((tmp_path / "spool").iterdir()) == []  # nothing left to resend
 
 
