@@ -30,6 +30,8 @@ def _isolate_mlflow_env(monkeypatch):
 
         while mlflow.active_run() is not None:
             mlflow.end_run()
+        # set_tracking_uri is process-global: reset it so no test logs into another's store.
+        mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture
