@@ -38,21 +38,35 @@ Input policy:
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from satmon.curves import FAMILIES, forecast_saturation
 from satmon.decision import Action, Decision, Evidence, Phase, Reason
 from satmon.detectors import LinearBOCPD, ResidualCUSUM, SlopeTest
 from satmon.detectors.base import as_step, from_primitive, to_primitive
-from satmon.regime import CLASSES, classify_regime, heldout_gain_posterior
+from satmon.regime import (CLASSES, _point_variance, classify_regime, heldout_gain_posterior,
+                           wls_slope)
 from satmon.results import format_number
+from satmon.stopping import default_halt_threshold, p_heldout_gain, stop_features
 
 STATE_VERSION = 1
+#: A drop of held-out accuracy (best 3-evaluation mean minus the latest) counts as a collapse
+#: only above this size and above ``_COLLAPSE_SDS`` noise sds: the synthetic memorizing runs
+#: drift down by up to 3 points, collapses drop 10-30.
+_COLLAPSE_DROP = 0.05
+_COLLAPSE_SDS = 3.0
+#: P(saturated) needed to FLAG (or HALT) on saturation alone when there is no held-out series.
+_SAT_SURE = 0.95
+
+
+def _phi(x: float) -> float:
+    """Standard normal CDF (math.erfc: scipy.stats costs ~50 us per scalar call)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
 _UNDETERMINED = {"generalizing": 0.0, "memorizing": 0.0, "collapsing": 0.0, "undetermined": 1.0}
 
 
@@ -65,13 +79,13 @@ class MonitorConfig:
     min_heldout_points: int = 6
     eval_every: int | None = None
     flag_threshold: float = 0.8
-    halt_threshold: float = 0.95
+    halt_threshold: float = default_halt_threshold()
     patience: int = 2
     min_heldout_gain: float = 0.01
     eps: float = 0.99
     end_margin: int = 50
     refit_every: int = 25
-    bootstrap: int = 4
+    bootstrap: int = 0
     families: tuple[str, ...] = FAMILIES
     max_non_finite: int = 10
     diverge_sigmas: float = 12.0
@@ -214,6 +228,7 @@ class SaturationMonitor:
         self._aux: dict[str, float] = {}
         self._non_finite = 0
         self._diverge_streak = 0
+        self._range = [math.inf, -math.inf]
         self._halt_streak = 0
         self._fit: dict[str, Any] = {}
         self._warm: dict[str, list[float]] = {}
@@ -297,6 +312,8 @@ class SaturationMonitor:
             self._non_finite = 0
             if s > self._last_step:
                 self._add_train(s, value)
+        if self._refit_due(s, new_heldout):
+            self._refit(s)
         return self._record(self._decide(s, new_heldout))
 
     def _parse_heldout(self, heldout: Mapping[str, Any] | None) -> dict[str, tuple[float, int]]:
@@ -354,13 +371,22 @@ class SaturationMonitor:
         self._train_weights.append(1)
         if len(self._train_steps) > self.config.max_history:
             self._compress_history()
+
+    def _refit_due(self, step: int, new_heldout: bool) -> bool:
         c = self.config
-        # Refits come every `refit_every` steps, or every 10% of the steps run so far when that
-        # is longer: the amortized cost per update then falls as a run gets longer.
-        gap = max(c.refit_every, int(0.1 * step))
-        if (step >= min(c.warmup_steps, 20) and len(self._train_steps) >= 10
-                and (self._last_refit < 0 or step - self._last_refit >= gap)):
-            self._refit(step)
+        if step < min(c.warmup_steps, 20) or len(self._train_steps) < 10:
+            return False
+        if self._last_refit < 0:
+            return True
+        # Geometric schedule: refits at least `refit_every` steps and 15% of the steps run so
+        # far apart, so the amortized cost per update falls as a run gets longer. With held-out
+        # series a refit waits for the next evaluation, where a decision can use it (unless
+        # evaluations are rarer than three refit gaps).
+        gap = max(c.refit_every, int(0.15 * step))
+        since = step - self._last_refit
+        if since < gap:
+            return False
+        return new_heldout or not self._heldout or since >= 3 * gap
 
     def _compress_history(self) -> None:
         # Average adjacent pairs of the older half, keeping recent points at full resolution.
@@ -380,21 +406,29 @@ class SaturationMonitor:
     def _check_divergence(self, value: float) -> None:
         # The reference excludes the current run of suspect values, so a blow-up does not
         # widen the range it is judged against.
-        ref = self._train_values[: len(self._train_values) - self._diverge_streak]
-        vals = ref[-50:]
+        n_ref = len(self._train_values) - self._diverge_streak
+        vals = self._train_values[max(n_ref - 50, 0):n_ref]
         if len(vals) < 20:
+            self._extend_range(value)
             return
-        arr = np.asarray(vals)
-        med = float(np.median(arr))
-        noise = float(np.median(np.abs(np.diff(arr))) / 0.6745 / math.sqrt(2))
+        # statistics.median on a short list is ~10x cheaper than numpy's per call.
+        med = statistics.median(vals)
+        noise = statistics.median([abs(b - a) for a, b in zip(vals, vals[1:])]) / 0.6745 \
+            / math.sqrt(2)
         noise = max(noise, 0.01 * max(1.0, abs(med)))
-        lo, hi = min(ref), max(ref)
+        lo, hi = self._range
         span = max(hi - lo, noise)
         outside = value < lo - span or value > hi + span
         if outside and abs(value - med) > self.config.diverge_sigmas * noise:
             self._diverge_streak += 1
         else:
             self._diverge_streak = 0
+            self._extend_range(value)
+
+    def _extend_range(self, value: float) -> None:
+        # Running range of the accepted (non-suspect) rewards: O(1) per update.
+        lo, hi = self._range
+        self._range = [min(lo, value), max(hi, value)]
 
     def _refit(self, step: int) -> None:
         c = self.config
@@ -423,7 +457,7 @@ class SaturationMonitor:
     def _p_saturated(self, step: int) -> tuple[float, dict[str, float]]:
         c = self.config
         parts: dict[str, float] = {}
-        level = float(np.median(self._train_values[-20:])) if self._train_values else math.nan
+        level = statistics.median(self._train_values[-20:]) if self._train_values else math.nan
         tol = max((1 - c.eps) * abs(level), 1e-3) if math.isfinite(level) else math.nan
         p_slope = self._slope.p_gain_below(tol, step) if math.isfinite(tol) else math.nan
         if math.isfinite(p_slope):
@@ -433,7 +467,7 @@ class SaturationMonitor:
         m, sd = self._bocpd.segment_slope()
         if math.isfinite(m) and sd > 0 and math.isfinite(tol):
             left = self._slope.remaining(step)
-            parts["p_sat_bocpd"] = float(norm.cdf((tol / left - m) / sd))
+            parts["p_sat_bocpd"] = _phi((tol / left - m) / sd)
         if self._tsat_samples:
             arr = np.asarray(self._tsat_samples)
             parts["p_sat_fit"] = float(np.mean(arr <= step))
@@ -483,7 +517,7 @@ class SaturationMonitor:
         interval = (self._fit.get("t_sat_low", math.nan), self._fit.get("t_sat_high", math.nan))
         since = t_est if phase is Phase.POST and math.isfinite(t_est) else None
         if new_heldout:
-            self._update_heldout_evidence(step, since)
+            self._update_heldout_evidence(step, since, p_sat)
         n_points = max((len(h["steps"]) for h in self._heldout.values()), default=0)
         details.update(self._gain)
         details.update({f"regime/{k}": v for k, v in self._regime_features.items()})
@@ -499,7 +533,7 @@ class SaturationMonitor:
             return Decision(step, Action.CONTINUE, None,
                             f"warm-up until step {c.warmup_steps}: {sat_text}", evidence)
         if not self._heldout:
-            if p_sat >= c.halt_threshold:
+            if p_sat >= _SAT_SURE:
                 can_halt = c.halt_without_heldout and Reason.SATURATED.value in c.halt_on
                 msg = (f"SATURATED at step {step}: training reward saturated ({sat_text}); "
                        "no held-out series, so the regime cannot be called")
@@ -515,18 +549,18 @@ class SaturationMonitor:
                             f"{c.min_heldout_points} held-out evaluations needed to call the "
                             "regime", evidence)
         p_gain = self._gain.get("p_heldout_gain", 1.0)
-        dropped = (self._gain.get("heldout_drop", 0.0) >= 2 * c.min_heldout_gain
-                   and self._regime_features.get("z_drop", 0.0) >= 2.5)
-        p_col = self._regime["collapsing"] if dropped else 0.0
-        p_stop_sat = p_sat * (1.0 - p_gain)
-        if dropped and max(p_col, p_stop_sat) >= c.flag_threshold:
-            # Held-out accuracy has fallen significantly below its best: whatever else is
-            # true, the reason a person needs to read is the collapse.
-            score, reason = max(p_col, p_stop_sat), Reason.COLLAPSE
-        elif p_col >= p_stop_sat:
-            score, reason = p_col, Reason.COLLAPSE
+        dropped = self._gain.get("drop_significant", 0.0) > 0
+        p_col = self._regime["collapsing"]
+        # The stop score is the calibrated P(no held-out gain > min_heldout_gain over the rest of
+        # the budget); it counts only once the training reward has saturated (the reasons it
+        # gives, MEMORIZING and SATURATED, are post-saturation statements).
+        p_stop = 1.0 - p_gain if phase is Phase.POST else 0.0
+        if dropped:
+            # Held-out accuracy fell by more than max(5 points, 3 noise sds) below its best
+            # 3-evaluation mean: whatever else is true, the reason a person needs is the drop.
+            score, reason = max(p_col, p_stop), Reason.COLLAPSE
         else:
-            score = p_stop_sat
+            score = p_stop
             reason = (Reason.MEMORIZING if self._regime["memorizing"] >= self._regime["generalizing"]
                       else Reason.SATURATED)
         details["stop_score"] = score
@@ -536,11 +570,12 @@ class SaturationMonitor:
         held = (f"held-out slope {self._gain.get('heldout_slope', math.nan):+.2e}/step over "
                 f"{int(self._gain.get('heldout_window_points', 0))} evaluations, "
                 f"P(gain > {c.min_heldout_gain:g} in the remaining {format_number(horizon)} "
-                f"steps)={p_gain:.2f}")
+                f"steps)={p_gain:.3f}")
         regime_text = ", ".join(f"P({k})={self._regime[k]:.2f}" for k in CLASSES)
         if reason is Reason.COLLAPSE:
             body = (f"held-out {self._gain.get('heldout_drop', math.nan):.3f} below its best "
-                    f"({regime_text})")
+                    f"3-evaluation mean (noise sd {self._gain.get('heldout_drop_sd', math.nan):.3f};"
+                    f" {regime_text})")
         else:
             body = f"{sat_text}; {held}; {regime_text}"
         msg = f"{reason.name} at step {step}: {body}"
@@ -549,50 +584,68 @@ class SaturationMonitor:
             return self._final(step, reason, msg, evidence)
         if score >= c.flag_threshold:
             return Decision(step, Action.FLAG, reason, msg + (
-                f" (halt after {c.patience} evaluations at score >= {c.halt_threshold}; "
+                f" (halt after {c.patience} evaluations at score >= {c.halt_threshold:.3f}; "
                 f"{self._halt_streak} so far)"), evidence)
         return Decision(step, Action.CONTINUE, None,
                         f"{phase.value} at step {step}: {sat_text}; {held}; {regime_text}",
                         evidence)
 
-    def _update_heldout_evidence(self, step: int, since: float | None) -> None:
+    def _update_heldout_evidence(self, step: int, since: float | None, p_sat: float) -> None:
         c = self.config
         total = c.total_steps if c.total_steps is not None else 2 * step
         horizon = max(total - step, 0)
         probs = {k: 0.0 for k in CLASSES}
         n_called = 0
-        best_gain = None
         feats_sum: dict[str, float] = {}
-        drop = 0.0
-        for name, h in self._heldout.items():
+        best: dict[str, float] | None = None
+        drop = drop_sd = 0.0
+        dropped = False
+        t_sat = float(self._fit.get("t_sat_estimate", math.nan))
+        for h in self._heldout.values():
             if len(h["steps"]) < 3:
                 continue
-            ev = classify_regime(h["steps"], h["values"], h["sizes"],
-                                 train_steps=self._train_steps, train_values=self._train_values,
-                                 since_step=since, min_points=c.min_heldout_points)
+            x = np.asarray(h["steps"])
+            y = np.asarray(h["values"])
+            var = _point_variance(y, np.asarray(h["sizes"]))
+            ev = classify_regime(x, y, h["sizes"], train_steps=self._train_steps,
+                                 train_values=self._train_values, since_step=since,
+                                 min_points=c.min_heldout_points, total_steps=total)
             if ev.probabilities:
                 n_called += 1
                 for k in CLASSES:
                     probs[k] += ev.probabilities[k]
                 for k, v in ev.features.items():
                     feats_sum[k] = feats_sum.get(k, 0.0) + v
-            g = heldout_gain_posterior(h["steps"], h["values"], h["sizes"], horizon=horizon,
+            g = heldout_gain_posterior(x, y, h["sizes"], horizon=horizon,
                                        min_gain=c.min_heldout_gain, since_step=since)
-            if math.isfinite(g.p_gain) and (best_gain is None or g.p_gain > best_gain.p_gain):
-                best_gain = g
-            vals = np.asarray(h["values"])
-            k3 = min(3, vals.size)
-            roll = np.convolve(vals, np.ones(k3) / k3, mode="valid")
-            drop = max(drop, float(roll.max() - roll[-1]))
+            feats = stop_features(regime=ev.features, slope_recent=(g.slope, g.slope_se),
+                                  slope_all=wls_slope(x, y, var), horizon=horizon,
+                                  total_steps=total, step=step, t_sat=t_sat, p_saturated=p_sat,
+                                  n_points=x.size, min_gain=c.min_heldout_gain)
+            p = p_heldout_gain(feats)
+            # Several benchmarks: keep the one that most favours continuing.
+            if best is None or p > best["p_heldout_gain"]:
+                best = {"p_heldout_gain": p, "p_gain_linear": g.p_gain, "heldout_slope": g.slope,
+                        "heldout_slope_se": g.slope_se, "horizon": g.horizon,
+                        "heldout_window_points": float(g.n_points)}
+                best.update({f"stop/{k}": v for k, v in feats.items()})
+            k3 = min(3, y.size)
+            roll = np.convolve(y, np.ones(k3) / k3, mode="valid")
+            roll_var = np.convolve(var, np.ones(k3) / k3 ** 2, mode="valid")
+            j = int(np.argmax(roll))
+            d = float(roll[j] - roll[-1])
+            sd = math.sqrt(float(roll_var[j] + roll_var[-1]))
+            if d > drop:
+                drop, drop_sd = d, sd
+            dropped = dropped or d > max(_COLLAPSE_DROP, _COLLAPSE_SDS * sd)
         if n_called:
             self._regime = {k: v / n_called for k, v in probs.items()}
             self._regime["undetermined"] = 0.0
             self._regime_features = {k: v / n_called for k, v in feats_sum.items()}
-        if best_gain is not None:
-            self._gain = {"p_heldout_gain": best_gain.p_gain, "heldout_slope": best_gain.slope,
-                          "heldout_slope_se": best_gain.slope_se, "horizon": best_gain.horizon,
-                          "heldout_window_points": float(best_gain.n_points),
-                          "heldout_drop": drop}
+        if best is not None:
+            best.update(heldout_drop=drop, heldout_drop_sd=drop_sd,
+                        drop_significant=float(dropped))
+            self._gain = best
 
     def _final(self, step: int, reason: Reason, message: str, evidence: Evidence) -> Decision:
         if reason.value not in self.config.halt_on:
@@ -626,6 +679,7 @@ class SaturationMonitor:
             "aux": to_primitive(self._aux),
             "non_finite": self._non_finite,
             "diverge_streak": self._diverge_streak,
+            "range": to_primitive(self._range),
             "halt_streak": self._halt_streak,
             "fit": to_primitive(self._fit),
             "warm": to_primitive(self._warm),
@@ -677,6 +731,11 @@ class SaturationMonitor:
         self._aux = {k: float(v) for k, v in from_primitive(state.get("aux", {})).items()}
         self._non_finite = int(state.get("non_finite", 0))
         self._diverge_streak = int(state.get("diverge_streak", 0))
+        rng = from_primitive(state.get("range", None))
+        if rng is None:  # a state saved before the running range existed
+            rng = [min(self._train_values, default=math.inf),
+                   max(self._train_values, default=-math.inf)]
+        self._range = [float(rng[0]), float(rng[1])]
         self._halt_streak = int(state.get("halt_streak", 0))
         self._fit = from_primitive(state.get("fit", {}))
         self._warm = from_primitive(state.get("warm", {}))
