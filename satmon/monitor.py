@@ -9,11 +9,13 @@ evidence and the posterior of the remaining held-out gain. The decision:
   or as many consecutive non-finite values of one held-out benchmark.
 * **DIVERGED** (HALT): ``diverge_patience`` consecutive training rewards outside the range seen
   so far (widened by its span) and more than ``diverge_sigmas`` noise sds from the recent median.
-* **COLLAPSE**: P(collapsing) from held-out evidence, counted only when held-out accuracy has
-  fallen more than ``2 * min_heldout_gain`` below its best 3-point mean.
-* **MEMORIZING** / **SATURATED**: ``P(saturated) x P(no held-out gain > min_heldout_gain over the
-  remaining budget)``; MEMORIZING when the regime evidence favours memorizing over
-  generalizing, else SATURATED.
+* **COLLAPSE**: held-out accuracy more than max(5 points, 3 noise sds) below its best
+  3-evaluation mean; the score is max(P(collapsing), the stop score below).
+* **MEMORIZING** / **SATURATED**: after saturation (P(saturated) >= 0.5), the stop score
+  ``1 - P(held-out gain > min_heldout_gain over the remaining budget | evidence)`` from the
+  calibrated empirical-Bayes model of :mod:`satmon.stopping`; MEMORIZING when the regime
+  evidence favours memorizing over generalizing, else SATURATED. The default
+  ``halt_threshold`` is the one chosen on the calibration suite for a false-halt rate <= 1%.
 
 A score at or above ``flag_threshold`` gives FLAG; at or above ``halt_threshold`` on ``patience``
 consecutive held-out evaluations gives HALT (sticky: every later update repeats it). Nothing is
