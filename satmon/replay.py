@@ -92,8 +92,9 @@ def replay(run: Run, monitor_factory: Callable[[], SaturationMonitor] | None = N
         :class:`SaturationMonitor` is built from ``monitor_kwargs`` with ``total_steps``
         defaulting to the run's last logged step.
     total_steps:
-        The planned last step T for ``compute_saved`` (default: the monitor's ``total_steps``,
-        else the run's last step).
+        The planned last step T, for ``compute_saved`` and (without ``monitor_factory``) as the
+        monitor's ``total_steps`` (default: the monitor's ``total_steps``, else the run's last
+        step).
     stop_at_halt:
         Stop feeding the run at the first HALT (default); False replays every step (the
         monitor repeats its halt).
@@ -117,7 +118,9 @@ def replay(run: Run, monitor_factory: Callable[[], SaturationMonitor] | None = N
                          f"parameters {sorted(monitor_kwargs)}.")
     last = int(tr.steps[-1])
     if monitor_factory is None:
-        monitor_kwargs.setdefault("total_steps", last)
+        # The planned budget is the horizon of every "remaining gain" question: a replay of a
+        # run halted live ends at its halt step, and must still ask about the planned T.
+        monitor_kwargs.setdefault("total_steps", total_steps or last)
         monitor = SaturationMonitor(**monitor_kwargs)
     else:
         monitor = monitor_factory()
