@@ -113,3 +113,20 @@ def test_memorization_control_memorizes_and_is_halted_with_a_checkpoint(memorizi
 def test_memorization_control_is_halted_with_reason_memorizing(memorizing_runs, seed):
     run = memorizing_runs[seed]
     assert run.reason == "memorizing", run.message
+
+
+@pytest.mark.slow
+def test_replaying_a_saved_run_makes_the_live_decision(memorizing_runs):
+    """A lab run read back from its folder and replayed through a fresh monitor halts where
+    and why the live callback halted it: the saved curves (with the held-out sample size from
+    run.json) carry everything the engine saw."""
+    from satmon.lab.runner import read_lab_run
+    from satmon.replay import replay
+
+    setting = get_setting("memorizing")
+    for seed, live in memorizing_runs.items():
+        saved = read_lab_run(live.out_dir)
+        assert all(h.sample_size == setting.n_heldout for h in saved.heldout.values())
+        res = replay(saved, total_steps=setting.max_steps, eval_every=setting.eval_every)
+        assert (res.halt_step, res.reason.value if res.reason else None) == \
+            (live.halt_step, live.reason), f"seed {seed}: {res.message} vs {live.message}"

@@ -36,7 +36,7 @@ from satmon.lab.sft import measure_faithfulness, supervised_finetune
 from satmon.lab.tasks import to_dataset, trl_reward
 from satmon.lab.traces import CumulativeTask
 from satmon.results import Result, format_number, json_safe, text_table
-from satmon.run import Run, Series
+from satmon.run import HeldoutSeries, Run, Series
 
 #: Actions :func:`run_lab` accepts (those of SaturationCallback).
 ACTIONS = ("flag", "halt", "halt_and_save")
@@ -233,6 +233,14 @@ def read_lab_run(folder: str | Path) -> Run:
                 values.append(float(row["value"]))
     for metric, (steps, values) in extra.items():
         run.aux[metric] = Series.from_raw(metric, steps, values)
+    # A tidy CSV has no column for the held-out sample size; the live callback knew it, and the
+    # engine weighs held-out evidence by its binomial noise, so a replay without it would not
+    # make the live run's decisions.
+    n_heldout = (meta.get("config") or {}).get("n_heldout")
+    if n_heldout:
+        run.heldout = {name: HeldoutSeries(name=name, steps=h.steps, values=h.values,
+                                           cleaning=h.cleaning, sample_size=int(n_heldout))
+                       for name, h in run.heldout.items()}
     run.metadata.update(meta)
     return run
 
