@@ -18,6 +18,33 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_LOGS = REPO.parent / "shared" / "real-logs"
 
 
+# Everything the '[dev]' extra installs. Tests import optional packages with importorskip so a
+# partial install still runs the rest; under CI=true a missing package or any skip is an error,
+# so a missing install step fails CI instead of hiding behind a green run.
+DEV_MODULES = ("torch", "transformers", "trl", "accelerate", "datasets", "mlflow", "matplotlib",
+               "tensorboard", "tqdm")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_sessionstart(session):
+    if IN_CI:
+        import importlib.util
+
+        missing = [m for m in DEV_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise pytest.UsageError(f"CI=true but {missing} are not installed: "
+                                    "run pip install -e '.[dev]' first.")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true (not allowed): {report.longrepr}"
+
+
 @pytest.fixture(autouse=True)
 def _isolate_mlflow_env(monkeypatch):
     """No test inherits tracking settings from the developer's shell."""
