@@ -178,7 +178,8 @@ class MlflowSink:
         return self._path
 
     def _side(self, suffix: str) -> Path:
-        assert self._path is not None  # internal invariant: set by open()
+        if self._path is None:
+            raise RuntimeError("The MLflow sink's spool is not open yet; call open() first.")
         return self._path.with_name(self._path.name + suffix)
 
     @property
