@@ -15,7 +15,7 @@ Procedure (seeds disjoint from the benchmark's 0-2):
    ones the stop score is used on).
 3. On the seed-101 suite, simulate the monitor's sequential rule (stop score
    ``1 - P(gain)`` at or above the threshold on ``patience`` consecutive evaluations; the collapse
-   rule as in the monitor) for a grid of thresholds and keep the one that saves the most compute
+   rule and the guard-rail vetoes as in the monitor) for a grid of thresholds and keep the one that saves the most compute
    on memorizing runs with a run-level false-halt rate at most ``--target`` (default 0.006, a
    margin under the issue's 1%).
 """
@@ -70,6 +70,9 @@ def _snapshots_one(args):
                      "n_points": d.evidence.heldout_points,
                      "p_col": d.evidence.regime.get("collapsing", 0.0),
                      "dropped": det.get("drop_significant", 0.0),
+                     "p_sat": d.evidence.p_saturated,
+                     "rising_z": det.get("rising_z", 0.0),
+                     "rising_gain": det.get("rising_gain", 0.0),
                      "gain": sr.truth.remaining_gain_at(d.step),
                      **{k: det[f"stop/{k}"] for k in STOP_FEATURES}})
     return rows
@@ -117,6 +120,10 @@ def simulate(rows, w, thr, cfg):
             p_gain = 1.0 / (1.0 + math.exp(-float(x @ w)))
             p_stop = 1.0 - p_gain if r["post"] else 0.0
             score = max(r["p_col"], p_stop) if r["dropped"] else p_stop
+            # The monitor's guard rails (satmon.monitor docstring) veto MEMORIZING/SATURATED.
+            if not r["dropped"] and (r["p_sat"] < cfg.min_p_saturated or (
+                    r["rising_z"] > cfg.rising_z and r["rising_gain"] > cfg.min_heldout_gain)):
+                score = 0.0
             streak = streak + 1 if score >= thr else 0
             if score >= thr and streak >= cfg.patience:
                 halt = r

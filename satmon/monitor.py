@@ -17,6 +17,34 @@ evidence and the posterior of the remaining held-out gain. The decision:
   evidence favours memorizing over generalizing, else SATURATED. The default
   ``halt_threshold`` is the one chosen on the calibration suite for a false-halt rate <= 1%.
 
+Guard rails. The stop score comes from a model fitted on synthetic runs, and a learned model
+can be confidently wrong outside its training distribution (a 60-step run near the end of its
+budget, a min_heldout_gain of 5 points). Two vetoes that rest only on the evidence itself are
+applied before any MEMORIZING or SATURATED flag or halt (a vetoed evaluation also resets the
+patience count):
+
+* **not surely saturated**: P(saturated) below ``min_p_saturated`` (default 0.9). P(saturated)
+  averages a trend test with the curve fits, so 0.5 means they disagree: one says the reward
+  still rises by more than the paper's tolerance over the remaining budget.
+* **held-out still rising**: on some benchmark the recent held-out slope (the points since the
+  saturation estimate, at least the last 6; weighted least squares with binomial variances,
+  overdispersion-inflated) has ``z = slope / se > rising_z`` (default 2) and its projection
+  ``slope x remaining steps`` exceeds ``min_heldout_gain``. A run whose held-out accuracy is
+  measurably climbing fast enough to matter is not memorizing and not saturated, whatever a
+  model extrapolates.
+
+A third, trivial one: at or after the planned last step there is no compute left to save, so
+MEMORIZING and SATURATED are not raised there.
+
+P(saturated) is the mean of a trend part (the BOCPD segment slope extrapolated over the
+remaining budget against the tolerance ``(1 - eps) x level``; the windowed slope test when BOCPD
+has no posterior yet) and the curve-fit part (the share of t_sat samples at or before the step).
+A reward cannot rise above its ceiling: once the training reward has touched
+``reward_ceiling`` (default 1.0) and never exceeded it, a headroom ``ceiling - level`` below the
+tolerance makes the trend part 1, so the slow creep of a reward pinned at 1.0 (0.97 -> 1.0) is
+not read as a gain still to come. A reward seen above the ceiling disables this (unbounded proxy
+rewards).
+
 A score at or above ``flag_threshold`` gives FLAG; at or above ``halt_threshold`` on ``patience``
 consecutive held-out evaluations gives HALT (sticky: every later update repeats it). Nothing is
 flagged or halted before ``warmup_steps`` or with fewer than ``min_heldout_points`` held-out
@@ -83,6 +111,9 @@ class MonitorConfig:
     flag_threshold: float = 0.8
     halt_threshold: float = default_halt_threshold()
     patience: int = 2
+    min_p_saturated: float = 0.9
+    rising_z: float = 2.0
+    reward_ceiling: float | None = 1.0
     min_heldout_gain: float = 0.01
     eps: float = 0.99
     end_margin: int = 50
@@ -121,10 +152,14 @@ class MonitorConfig:
             v = getattr(self, name)
             if not is_int(v) or v < low:
                 fail(name, f"an int >= {low}")
-        for name in ("flag_threshold", "halt_threshold"):
+        for name in ("flag_threshold", "halt_threshold", "min_p_saturated"):
             v = getattr(self, name)
             if not is_num(v) or not 0 < v <= 1:
                 fail(name, "a float in (0, 1]")
+        if not is_num(self.rising_z) or self.rising_z <= 0:
+            fail("rising_z", "a float > 0")
+        if self.reward_ceiling is not None and not is_num(self.reward_ceiling):
+            fail("reward_ceiling", "a finite float or None")
         if self.flag_threshold > self.halt_threshold:
             raise ValueError(f"'flag_threshold' ({self.flag_threshold}) must not exceed "
                              f"'halt_threshold' ({self.halt_threshold}).")
@@ -169,6 +204,14 @@ class SaturationMonitor:
         Score needed for FLAG / HALT (see the module docstring).
     patience:
         Consecutive held-out evaluations at or above ``halt_threshold`` needed to HALT.
+    min_p_saturated:
+        P(saturated) needed before any MEMORIZING or SATURATED flag or halt (guard rail).
+    rising_z:
+        A recent held-out slope with ``z`` above this whose projection over the remaining
+        budget exceeds ``min_heldout_gain`` vetoes MEMORIZING and SATURATED (guard rail).
+    reward_ceiling:
+        Highest possible training reward (None: unbounded). Used only once the reward has
+        touched it and never exceeded it (see the module docstring).
     min_heldout_gain:
         Held-out gain (accuracy units; 0.01 = 1 point) that still justifies training.
     eps, end_margin:
@@ -462,26 +505,55 @@ class SaturationMonitor:
         level = statistics.median(self._train_values[-20:]) if self._train_values else math.nan
         tol = max((1 - c.eps) * abs(level), 1e-3) if math.isfinite(level) else math.nan
         p_slope = self._slope.p_gain_below(tol, step) if math.isfinite(tol) else math.nan
+        # A reward pinned at its ceiling still creeps upward (0.97 -> 1.0), which a linear
+        # extrapolation reads as a gain still to come; the ceiling rules that gain out.
+        capped = self._at_ceiling(level, tol)
+        if capped:
+            parts["at_ceiling"] = 1.0
         if math.isfinite(p_slope):
-            parts["p_sat_slope"] = p_slope
+            parts["p_sat_slope"] = 1.0 if capped else p_slope
         # The BOCPD segment covers the whole current regime (often far longer than the slope
         # window), so its slope posterior is the sharper trend-based test.
         m, sd = self._bocpd.segment_slope()
         if math.isfinite(m) and sd > 0 and math.isfinite(tol):
             left = self._slope.remaining(step)
-            parts["p_sat_bocpd"] = _phi((tol / left - m) / sd)
+            parts["p_sat_bocpd"] = 1.0 if capped else _phi((tol / left - m) / sd)
         if self._tsat_samples:
             arr = np.asarray(self._tsat_samples)
             parts["p_sat_fit"] = float(np.mean(arr <= step))
-        vals = [parts[k] for k in ("p_sat_bocpd", "p_sat_fit") if k in parts]
-        if not vals:
-            vals = list(parts.values())
-        if not vals:
-            return 0.0, parts
-        p = float(np.mean(vals))
+        if capped:
+            p = 1.0
+        elif "p_sat_fit" in parts:
+            # The fits' share of t_sat samples is the prior; the local slope updates it by the
+            # likelihood ratio of "slope at most tol / left" (saturated) to "slope above it",
+            # each at its best slope (profile likelihood, normal slope estimate).
+            # A finite sample never gives a certain prior: (k + 1/2) / (n + 1) of n samples.
+            n_s = len(self._tsat_samples)
+            p = prior = (parts["p_sat_fit"] * n_s + 0.5) / (n_s + 1)
+            b, se = self._slope.slope, self._slope.slope_se
+            if math.isfinite(b) and se > 0 and math.isfinite(tol):
+                z = min(max((b - tol / self._slope.remaining(step)) / se, -8.0), 8.0)
+                lr = math.exp(-math.copysign(0.5 * z * z, z))
+                p = prior * lr / (prior * lr + 1.0 - prior)
+                parts["sat_slope_z"] = z
+        else:
+            # No usable fit: the trend tests alone (BOCPD's segment posterior is the sharper).
+            vals = [parts[k] for k in ("p_sat_bocpd", "p_sat_slope") if k in parts]
+            if not vals:
+                return 0.0, parts
+            p = vals[0]
         if self._fit.get("vetoed") and "p_sat_slope" in parts:
             p = min(p, parts["p_sat_slope"])
         return p, parts
+
+    def _at_ceiling(self, level: float, tol: float) -> bool:
+        """True when the reward cannot gain ``tol`` more: it touched its ceiling (never above)
+        and the recent level is within ``tol`` of it."""
+        top = self.config.reward_ceiling
+        if top is None or not math.isfinite(level):
+            return False
+        # 1e-6: batch means logged as float32 land within ~1e-7 of an exact 1.0.
+        return abs(self._range[1] - top) <= 1e-6 and top - level < tol
 
     def _decide(self, step: int, new_heldout: bool) -> Decision:
         c = self.config
@@ -557,6 +629,7 @@ class SaturationMonitor:
         # the budget); it counts only once the training reward has saturated (the reasons it
         # gives, MEMORIZING and SATURATED, are post-saturation statements).
         p_stop = 1.0 - p_gain if phase is Phase.POST else 0.0
+        veto = ""
         if dropped:
             # Held-out accuracy fell by more than max(5 points, 3 noise sds) below its best
             # 3-evaluation mean: whatever else is true, the reason a person needs is the drop.
@@ -565,15 +638,33 @@ class SaturationMonitor:
             score = p_stop
             reason = (Reason.MEMORIZING if self._regime["memorizing"] >= self._regime["generalizing"]
                       else Reason.SATURATED)
+            # Guard rails (module docstring): evidence a learned score cannot override.
+            if score >= c.flag_threshold and p_sat < c.min_p_saturated:
+                veto = (f"P(saturated)={p_sat:.2f} below {c.min_p_saturated:g} (trend and "
+                        "curve fits disagree)")
+            elif score >= c.flag_threshold and self._gain.get("horizon", 1.0) <= 0:
+                veto = "no planned steps left, so no compute to save"
+            elif score >= c.flag_threshold and self._gain.get("rising_z", 0.0) > c.rising_z \
+                    and self._gain.get("rising_gain", 0.0) > c.min_heldout_gain:
+                veto = (f"held-out still rising: slope z={self._gain['rising_z']:.1f} > "
+                        f"{c.rising_z:g}, projected gain {self._gain['rising_gain']:+.3f} > "
+                        f"{c.min_heldout_gain:g} over the remaining budget")
         details["stop_score"] = score
+        details["vetoed"] = float(bool(veto))
         if new_heldout:
-            self._halt_streak = self._halt_streak + 1 if score >= c.halt_threshold else 0
+            self._halt_streak = (self._halt_streak + 1 if score >= c.halt_threshold and not veto
+                                 else 0)
         horizon = self._gain.get("horizon", math.nan)
-        held = (f"held-out slope {self._gain.get('heldout_slope', math.nan):+.2e}/step over "
-                f"{int(self._gain.get('heldout_window_points', 0))} evaluations, "
-                f"P(gain > {c.min_heldout_gain:g} in the remaining {format_number(horizon)} "
-                f"steps)={p_gain:.3f}")
+        slope = self._gain.get("heldout_slope", math.nan)
+        held = (f"held-out slope {slope:+.2e}/step over "
+                f"{int(self._gain.get('heldout_window_points', 0))} evaluations (linear "
+                f"projection {slope * horizon:+.3f}), P(gain > {c.min_heldout_gain:g} in the "
+                f"remaining {format_number(horizon)} steps)={p_gain:.3f}")
         regime_text = ", ".join(f"P({k})={self._regime[k]:.2f}" for k in CLASSES)
+        if veto:
+            return Decision(step, Action.CONTINUE, None,
+                            f"{phase.value} at step {step}: stop score {score:.3f} vetoed, "
+                            f"{veto}; {sat_text}; {held}; {regime_text}", evidence)
         if reason is Reason.COLLAPSE:
             body = (f"held-out {self._gain.get('heldout_drop', math.nan):.3f} below its best "
                     f"3-evaluation mean (noise sd {self._gain.get('heldout_drop_sd', math.nan):.3f};"
@@ -602,6 +693,7 @@ class SaturationMonitor:
         best: dict[str, float] | None = None
         drop = drop_sd = 0.0
         dropped = False
+        rising = (0.0, 0.0)
         t_sat = float(self._fit.get("t_sat_estimate", math.nan))
         for h in self._heldout.values():
             if len(h["steps"]) < 3:
@@ -625,6 +717,9 @@ class SaturationMonitor:
                                   total_steps=total, step=step, t_sat=t_sat, p_saturated=p_sat,
                                   n_points=x.size, min_gain=c.min_heldout_gain)
             p = p_heldout_gain(feats)
+            # Guard rail (b): the strongest significant recent rise over all benchmarks.
+            if math.isfinite(g.slope) and g.slope_se > 0 and g.slope / g.slope_se > rising[0]:
+                rising = (g.slope / g.slope_se, g.slope * g.horizon)
             # Several benchmarks: keep the one that most favours continuing.
             if best is None or p > best["p_heldout_gain"]:
                 best = {"p_heldout_gain": p, "p_gain_linear": g.p_gain, "heldout_slope": g.slope,
@@ -646,7 +741,8 @@ class SaturationMonitor:
             self._regime_features = {k: v / n_called for k, v in feats_sum.items()}
         if best is not None:
             best.update(heldout_drop=drop, heldout_drop_sd=drop_sd,
-                        drop_significant=float(dropped))
+                        drop_significant=float(dropped), rising_z=rising[0],
+                        rising_gain=rising[1])
             self._gain = best
 
     def _final(self, step: int, reason: Reason, message: str, evidence: Evidence) -> Decision:
