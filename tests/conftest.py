@@ -57,8 +57,13 @@ def _isolate_mlflow_env(monkeypatch):
 
         while mlflow.active_run() is not None:
             mlflow.end_run()
-        # set_tracking_uri is process-global: reset it so no test logs into another's store.
+        # The tracking URI and the active experiment are process-global: reset both so no
+        # test logs into another test's store (an experiment id from one sqlite store does not
+        # exist in the next). MLflow has no public call to clear the active experiment.
         mlflow.set_tracking_uri(None)
+        import mlflow.tracking.fluent as fluent
+
+        fluent._active_experiment_id = None
 
 
 @pytest.fixture
