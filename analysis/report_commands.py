@@ -29,15 +29,9 @@ def _analysis_arguments(p: argparse.ArgumentParser, *, report: bool = False) -> 
     if report:
         # In `satmon report`, --format names the report's output formats (as the issue asks),
         # so the input format moves to --input-format; the other reader options are the same.
-        p.add_argument("--train-key", metavar="KEY",
-                       help="metric key of the training reward (default: detected by preset)")
-        p.add_argument("--heldout-key", metavar="KEY", action="append", default=None,
-                       help="metric key of a held-out accuracy series; repeat for several "
-                            "(default: detected by preset)")
-        p.add_argument("--preset", choices=["auto", "trl", "verl", "tidy"], default="auto",
-                       help="key-mapping preset (default: auto)")
-        p.add_argument("--input-format", dest="fmt", default="auto",
-                       help="input format (default: detected from the file)")
+        add_reader_arguments(p, format_flag="--input-format",
+                             tracking_uri_help="MLflow tracking URI of MLflow sources and of "
+                                               "--log-to-mlflow (default MLFLOW_TRACKING_URI)")
     else:
         add_reader_arguments(p)
     p.add_argument("--eps", type=float, default=0.99,
@@ -74,9 +68,6 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
                    help="attach the report files to an MLflow run (--run-id, the active run, "
                         "MLFLOW_RUN_ID, or a new run)")
     p.add_argument("--run-id", metavar="ID", help="MLflow run to attach the report to")
-    p.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow tracking URI of MLflow sources and of --log-to-mlflow "
-                        "(default MLFLOW_TRACKING_URI)")
 
 
 def _plot_arguments(p: argparse.ArgumentParser) -> None:

@@ -35,8 +35,13 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
     return wrap
 
 
-def add_reader_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that reads a run."""
+def add_reader_arguments(p: argparse.ArgumentParser, *, format_flag: str = "--format",
+                         tracking_uri_help: str | None = None) -> None:
+    """Options shared by every command that reads a run.
+
+    ``format_flag`` renames the input-format option where ``--format`` means something else
+    (``satmon report --format`` names the report's output formats).
+    """
     p.add_argument("--train-key", metavar="KEY",
                    help="metric key of the training reward (default: detected by preset)")
     p.add_argument("--heldout-key", metavar="KEY", action="append", default=None,
@@ -44,10 +49,11 @@ def add_reader_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: detected by preset)")
     p.add_argument("--preset", choices=["auto", "trl", "verl", "tidy"], default="auto",
                    help="key-mapping preset (default: auto)")
-    p.add_argument("--format", dest="fmt", default="auto",
+    p.add_argument(format_flag, dest="fmt", default="auto",
                    help="input format (default: detected from the file)")
     p.add_argument("--tracking-uri", metavar="URI", default=None,
-                   help="MLflow tracking URI for MLflow runs (default: MLFLOW_TRACKING_URI)")
+                   help=tracking_uri_help
+                   or "MLflow tracking URI for MLflow runs (default: MLFLOW_TRACKING_URI)")
 
 
 def _analyze_arguments(p: argparse.ArgumentParser) -> None:

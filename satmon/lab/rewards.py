@@ -20,17 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from satmon._optional import require
+from satmon.lab.tasks import completion_text
 
 AnswerParser = Callable[[str], "str | None"]
 
 
-def _text(item: Any) -> str:
-    """Text of a TRL prompt or completion: a string, or the last chat message's content."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, list) and item and isinstance(item[-1], dict):
-        return str(item[-1].get("content", ""))
-    return str(item)
 
 
 class MajorityVoteReward:
@@ -62,10 +56,10 @@ class MajorityVoteReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                  **columns: Any) -> list[float]:
-        answers = [self.parse_answer(_text(c)) for c in completions]
+        answers = [self.parse_answer(completion_text(c)) for c in completions]
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(prompts):
-            groups.setdefault(_text(p), []).append(i)
+            groups.setdefault(completion_text(p), []).append(i)
         rewards = [0.0] * len(completions)
         for members in groups.values():
             votes = Counter(answers[i] for i in members if answers[i] is not None)
@@ -110,8 +104,8 @@ class SelfCertaintyReward:
         tok = self.tokenizer
         rows, spans = [], []
         for p, c in zip(prompts, completions):
-            p_ids = tok(_text(p), add_special_tokens=False)["input_ids"]
-            c_ids = tok(_text(c), add_special_tokens=False)["input_ids"]
+            p_ids = tok(completion_text(p), add_special_tokens=False)["input_ids"]
+            c_ids = tok(completion_text(c), add_special_tokens=False)["input_ids"]
             rows.append(p_ids + c_ids)
             spans.append((len(p_ids), len(c_ids)))
         width = max(len(r) for r in rows)

@@ -266,7 +266,7 @@ def trl_reward(verifier: Verifier = exact_match, *, name: str | None = None,
         if answer_column not in columns:
             raise KeyError(f"trl_reward needs the dataset column {answer_column!r}; the reward "
                            f"function received columns {sorted(columns)}.")
-        return [float(verifier(_text(p), _text(c), a))
+        return [float(verifier(completion_text(p), completion_text(c), a))
                 for p, c, a in zip(prompts, completions, columns[answer_column])]
 
     reward.__name__ = name or getattr(verifier, "__name__", "verifier")
@@ -274,7 +274,7 @@ def trl_reward(verifier: Verifier = exact_match, *, name: str | None = None,
     return reward
 
 
-def _text(item: Any) -> str:
+def completion_text(item: Any) -> str:
     """Text of a TRL prompt or completion: a string, or the content of a chat message list."""
     if isinstance(item, str):
         return item
