@@ -18,6 +18,7 @@ Bad input policy shared by all detectors:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +108,7 @@ def as_step(step: Any, owner: str) -> int:
     return int(f)
 
 
-class Detector:
+class Detector(ABC):
     """Base class: parameter storage, the skip policy, and state (de)serialisation.
 
     Subclasses store their keyword-only parameters under their own names, list them in
@@ -127,11 +128,13 @@ class Detector:
         self._last_step = -1
         self._reset()
 
-    def _reset(self) -> None:  # pragma: no cover - every subclass overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def _reset(self) -> None:
+        """Build the detector's running state (called by :meth:`reset`)."""
 
-    def _update(self, value: float, step: int) -> Event | None:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _update(self, value: float, step: int) -> Event | None:
+        """Consume one finite value at a fresh step; return an event or None."""
 
     def update(self, value: Any, step: Any) -> Event | None:
         """Feed one value observed at ``step``; return an :class:`Event` or None.
