@@ -91,17 +91,45 @@ class LinearBOCPD(Detector):
         self._a0 = 3.0
         self._b0 = 2.0  # prior mean of the noise variance: b0 / (a0 - 1) = 1 (noise units)
         self._lam = np.array([1e-6, 1.0 / slope_prior_sd ** 2])
+        self._gamma_table: list[tuple[float, float, float]] = []
         self.reset()
 
     def _reset(self) -> None:
-        self._stats = np.zeros((0, 6))
-        self._logp = np.zeros(0)
-        self._starts = np.zeros(0, dtype=np.int64)
+        # The running state lives in plain Python lists: with the few hypotheses usually
+        # retained, scalar arithmetic beats numpy, whose every call costs ~1 us whatever the
+        # array size. The arrays the read-only views and state_dict() use are built on demand.
+        self._rows: list[tuple[float, ...]] = []
+        self._lp: list[float] = []
+        self._st: list[int] = []
         self._scale = float(self.noise_sd) if self.noise_sd is not None else math.nan
         self._offset = math.nan
         self._calib: list[list[float]] = []
         self._map_start = -1
         self._prev_map_start = -1
+
+    @property
+    def _stats(self) -> np.ndarray:
+        return np.array(self._rows, dtype=float).reshape(-1, 6)
+
+    @_stats.setter
+    def _stats(self, value: np.ndarray) -> None:
+        self._rows = [tuple(r) for r in np.asarray(value, dtype=float).reshape(-1, 6).tolist()]
+
+    @property
+    def _logp(self) -> np.ndarray:
+        return np.array(self._lp, dtype=float)
+
+    @_logp.setter
+    def _logp(self, value: np.ndarray) -> None:
+        self._lp = np.asarray(value, dtype=float).tolist()
+
+    @property
+    def _starts(self) -> np.ndarray:
+        return np.array(self._st, dtype=np.int64)
+
+    @_starts.setter
+    def _starts(self, value: np.ndarray) -> None:
+        self._st = np.asarray(value, dtype=np.int64).tolist()
 
     def _restore(self, key: str, value: Any) -> Any:
         v = super()._restore(key, value)
@@ -112,6 +140,18 @@ class LinearBOCPD(Detector):
         if key == "starts":
             return np.asarray(v, dtype=np.int64)
         return v
+
+    def _log_gamma_ratio(self, n: int) -> tuple[float, float, float]:
+        """``(an, an + 0.5, lgamma(an + 0.5) - lgamma(an))`` for a segment of ``n`` points.
+
+        Cached by n, computed with scipy's gammaln so the values are those of the array code.
+        """
+        table = self._gamma_table
+        while len(table) <= n:
+            an = self._a0 + 0.5 * float(len(table))
+            ap = an + 0.5
+            table.append((an, ap, float(gammaln(ap) - gammaln(an))))
+        return table[n]
 
     # -- read-only views ---------------------------------------------------------------------
     @property
@@ -191,67 +231,93 @@ class LinearBOCPD(Detector):
         return self._step(step, value)
 
     def _step(self, step: int, value: float) -> Event | None:
-        # Written for few retained hypotheses (typically < 20): every numpy call costs ~1 us
-        # whatever the array size, so the update uses as few of them as it can.
+        # Few hypotheses are retained (typically < 20) and every numpy call costs ~1 us whatever
+        # the array size, so the arithmetic is scalar Python over the hypotheses, in the same
+        # order as the vectorised formulas of _posterior (IEEE arithmetic, so the same bits).
+        # exp, log, log1p and sums stay in numpy: its SIMD exp/log differ from the math
+        # module's in the last bit, and numpy sums pairwise; keeping them keeps the output
+        # bit-identical to the array implementation.
         x = step / self.time_scale
         y = (value - self._offset) / self._scale
         a0, b0 = self._a0, self._b0
         lam0, lam1 = float(self._lam[0]), float(self._lam[1])
-        # Predictive log density under the prior (a changepoint now): scalar math.
+        # Predictive log density under the prior (a changepoint now).
         s2 = b0 / a0 * (1.0 + 1.0 / lam0 + x * x / lam1)
         dof0 = 2 * a0
         cp_pred = (math.lgamma(a0 + 0.5) - math.lgamma(a0) - 0.5 * math.log(dof0 * math.pi * s2)
                    - (dof0 + 1) / 2 * math.log1p(y * y / (s2 * dof0)))
-        log_h = math.log(self.hazard)
-        k = self._logp.size
-        stats = np.empty((k + 1, 6))
-        stats[k] = (1.0, x, y, x * x, x * y, y * y)
-        if k:
-            n, sx, sy, sxx, sxy, syy = self._stats.T
+        xx, xy, yy = x * x, x * y, y * y
+        stay = math.log1p(-self.hazard)
+        pi = math.pi
+        table = self._gamma_table
+        rows: list[tuple[float, ...]] = []
+        base: list[float] = []
+        spread: list[float] = []
+        tail: list[float] = []
+        gamma: list[tuple[float, float, float]] = []
+        for (n, sx, sy, sxx, sxy, syy), lp in zip(self._rows, self._lp):
             l00 = n + lam0
             l11 = sxx + lam1
             det = l00 * l11 - sx * sx
             i00, i01, i11 = l11 / det, -sx / det, l00 / det
             m0 = i00 * sy + i01 * sxy
             m1 = i01 * sy + i11 * sxy
-            an = a0 + 0.5 * n
-            bn = b0 + 0.5 * np.maximum(syy - m0 * sy - m1 * sxy, 0.0)
+            k = int(n)
+            g = table[k] if k < len(table) else self._log_gamma_ratio(k)
+            an = g[0]
+            gamma.append(g)
+            r = syy - m0 * sy - m1 * sxy
+            bn = b0 + 0.5 * (r if r > 0.0 else 0.0)
             scale2 = bn / an * (1.0 + i00 + 2 * i01 * x + i11 * x * x)
             dof = 2 * an
             resid = y - m0 - m1 * x
-            logpred = (gammaln(an + 0.5) - gammaln(an) - 0.5 * np.log(dof * math.pi * scale2)
-                       - (an + 0.5) * np.log1p(resid * resid / (scale2 * dof)))
-            logp = np.empty(k + 1)
-            logp[:k] = self._logp + math.log1p(-self.hazard) + logpred
-            # self._logp is normalised, so the mass flowing into "changepoint now" is h.
-            logp[k] = log_h + cp_pred
-            np.add(self._stats, stats[k], out=stats[:k])
+            base.append(lp + stay)
+            spread.append(dof * pi * scale2)
+            tail.append(resid * resid / (scale2 * dof))
+            rows.append((n + 1.0, sx + x, sy + y, sxx + xx, sxy + xy, syy + yy))
+        if rows:
+            logp = [b + (g[2] - 0.5 * u - g[1] * v)
+                    for b, g, u, v in zip(base, gamma, np.log(spread).tolist(),
+                                           np.log1p(tail).tolist())]
+            # The retained log-probabilities are normalised, so the mass flowing into
+            # "changepoint now" is the hazard.
+            logp.append(math.log(self.hazard) + cp_pred)
         else:
-            logp = np.array([cp_pred])
-        top = logp.max()
-        logp -= top + math.log(np.exp(logp - top).sum())
-        starts = np.append(self._starts, step)
+            logp = [cp_pred]
+        rows.append((1.0, x, y, xx, xy, yy))
+        starts = self._st + [step]
+        arr = np.array(logp)
+        top = max(logp)
+        arr -= top + math.log(np.exp(arr - top).sum())
         # Prune by mass: hypotheses below prune_mass / count carry less than prune_mass in
         # total; the cap is a memory safeguard.
-        if logp.size > 2:
-            p = np.exp(logp)
-            keep = p >= self.prune_mass / p.size
-            if keep.sum() > self.max_hypotheses:
+        size = len(logp)
+        if size > 2:
+            p = np.exp(arr)
+            keep = p >= self.prune_mass / size
+            kept = int(np.count_nonzero(keep))
+            if kept > self.max_hypotheses:
                 keep[:] = False
                 keep[np.argsort(p)[-self.max_hypotheses:]] = True
-            if not keep.all():
-                logp, stats, starts = logp[keep], stats[keep], starts[keep]
-                logp -= math.log(np.exp(logp).sum())
-        self._logp, self._stats, self._starts = logp, stats, starts
+                kept = self.max_hypotheses
+            if kept < size:
+                arr = arr[keep]
+                arr -= math.log(p[keep].sum())
+                idx = np.flatnonzero(keep).tolist()
+                rows = [rows[i] for i in idx]
+                starts = [starts[i] for i in idx]
+        logp = arr.tolist()
+        self._lp, self._rows, self._st = logp, rows, starts
         prev = self._map_start
-        i_map = int(np.argmax(logp))
-        self._map_start = int(starts[i_map])
+        top = max(logp)
+        i_map = logp.index(top)
+        self._map_start = starts[i_map]
         if (prev >= 0 and self._map_start > prev
                 and self._map_start - max(prev, self._prev_map_start) >= self.min_separation
                 and self._map_start < step):
             self._prev_map_start = self._map_start
             return Event(step, "changepoint", type(self).__name__,
-                         float(math.exp(logp[i_map])), location=float(self._map_start),
+                         float(math.exp(top)), location=float(self._map_start),
                          details={"previous_segment_start": float(prev),
-                                  "n_hypotheses": float(logp.size)})
+                                  "n_hypotheses": float(len(logp))})
         return None
