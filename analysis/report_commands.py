@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from satmon.cli import add_reader_arguments, command
+from satmon.cli import add_reader_arguments, add_saturation_arguments, command
 
 log = logging.getLogger("satmon.report")
 
@@ -34,12 +34,7 @@ def _analysis_arguments(p: argparse.ArgumentParser, *, report: bool = False) -> 
                                                "--log-to-mlflow (default MLFLOW_TRACKING_URI)")
     else:
         add_reader_arguments(p)
-    p.add_argument("--eps", type=float, default=0.99,
-                   help="fraction of the maximum reward that counts as saturated (0.99)")
-    p.add_argument("--end-margin", type=int, default=50,
-                   help="steps at the end of the run that cannot be t_sat (50)")
-    p.add_argument("--heldout-policy", choices=["nearest", "interpolate", "previous"],
-                   default="nearest", help="how to read held-out accuracy at t_sat (nearest)")
+    add_saturation_arguments(p)
     p.add_argument("--no-replay", dest="replay", action="store_false",
                    help="skip the replay of the online monitor (faster on many long runs)")
     p.add_argument("--skip-unreadable", action="store_true",

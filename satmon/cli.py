@@ -56,15 +56,20 @@ def add_reader_arguments(p: argparse.ArgumentParser, *, format_flag: str = "--fo
                    or "MLflow tracking URI for MLflow runs (default: MLFLOW_TRACKING_URI)")
 
 
-def _analyze_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="a log file, trainer_state.json, checkpoint folder or run")
-    add_reader_arguments(p)
+def add_saturation_arguments(p: argparse.ArgumentParser) -> None:
+    """The parameters of the exact t_sat analysis, shared by analyze, report and plot."""
     p.add_argument("--eps", type=float, default=0.99,
                    help="fraction of the maximum reward that counts as saturated (0.99)")
     p.add_argument("--end-margin", type=int, default=50,
                    help="steps at the end of the run that cannot be t_sat (50)")
     p.add_argument("--heldout-policy", choices=["nearest", "interpolate", "previous"],
                    default="nearest", help="how to read held-out accuracy at t_sat (nearest)")
+
+
+def _analyze_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a log file, trainer_state.json, checkpoint folder or run")
+    add_reader_arguments(p)
+    add_saturation_arguments(p)
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
 
 

@@ -149,6 +149,18 @@ def restartable_mlflow_server(tmp_path):
     server.stop()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run torch single-threaded: fastest for the tiny lab models on a 2-core machine, and
+    it keeps concurrent test processes from oversubscribing the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def real_logs() -> Path:
     """The folder of real training logs shared with the project (raw/ and reference/)."""

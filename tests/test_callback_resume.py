@@ -22,13 +22,8 @@ KEYS = {"train_key": "loss", "heldout_keys": ["eval_accuracy"]}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here trains a tiny model: one torch thread (see conftest)."""
 
 
 class Interrupt(TrainerCallback):

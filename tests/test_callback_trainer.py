@@ -15,13 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here trains a tiny model: one torch thread (see conftest)."""
 
 
 def test_plain_trainer_with_an_eval_metric(tmp_path):

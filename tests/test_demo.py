@@ -17,13 +17,8 @@ from satmon.lab.settings import get_setting  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here trains a tiny model: one torch thread (see conftest)."""
 
 
 @pytest.mark.slow

@@ -25,13 +25,8 @@ SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here trains a tiny model: one torch thread (see conftest)."""
 
 
 def _reward_before_each_eval(run, window: int = 10) -> tuple[np.ndarray, np.ndarray]:
