@@ -35,7 +35,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from satmon._optional import require
 
@@ -76,42 +76,32 @@ class Example:
 
 
 @dataclass(frozen=True)
-class SymbolTask:
-    """Prompts of ``length`` symbols from ``symbols`` followed by ``"="``, answered by ``rule``.
+class PromptSpace:
+    """Every prompt of ``length`` symbols from ``symbols`` followed by ``"="``.
 
-    Parameters
-    ----------
-    rule:
-        The true rule (a :class:`Rule` or its value).
-    symbols:
-        Distinct single characters the prompts are made of; answers are one of them.
-    length:
-        Symbols per prompt; there are ``len(symbols) ** length`` distinct prompts.
+    The part shared by the lab's tasks (:class:`SymbolTask` and
+    :class:`satmon.lab.traces.CumulativeTask`): validation, the fixed enumeration of prompts that
+    splits draw from, and chance accuracy. Subclasses add the rule that answers a prompt.
     """
 
-    rule: Rule = Rule.LAST
     symbols: str = "abcd"
     length: int = 4
 
+    #: Characters a symbol may not be (they delimit prompts and completions).
+    RESERVED: ClassVar[str] = PROMPT_END
+
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "rule", Rule(self.rule))
-        except ValueError:
-            raise ValueError(f"The 'rule' parameter of SymbolTask must be one of "
-                             f"{[r.value for r in Rule]}. Got {self.rule!r} instead.") from None
+        name = type(self).__name__
         if (not isinstance(self.symbols, str) or len(self.symbols) < 2
-                or len(set(self.symbols)) != len(self.symbols) or PROMPT_END in self.symbols):
-            raise ValueError(f"The 'symbols' parameter of SymbolTask must be a string of at least "
-                             f"2 distinct characters without {PROMPT_END!r}. "
+                or len(set(self.symbols)) != len(self.symbols)
+                or any(c in self.symbols for c in self.RESERVED)):
+            reserved = " or ".join(repr(c) for c in self.RESERVED)
+            raise ValueError(f"The 'symbols' parameter of {name} must be a string of at least "
+                             f"2 distinct characters without {reserved}. "
                              f"Got {self.symbols!r} instead.")
         if not isinstance(self.length, int) or isinstance(self.length, bool) or self.length < 1:
-            raise ValueError(f"The 'length' parameter of SymbolTask must be an int >= 1. "
+            raise ValueError(f"The 'length' parameter of {name} must be an int >= 1. "
                              f"Got {self.length!r} instead.")
-
-    @property
-    def alphabet(self) -> str:
-        """Every character a prompt or an answer can contain (what the tokenizer needs)."""
-        return self.symbols + PROMPT_END
 
     @property
     def n_prompts(self) -> int:
@@ -122,20 +112,13 @@ class SymbolTask:
         """Accuracy of a uniformly random answer among the symbols."""
         return 1.0 / len(self.symbols)
 
-    def answer(self, prompt: str) -> str:
-        """The rule's answer to ``prompt`` (with or without the trailing ``"="``)."""
+    def prompt_body(self, prompt: str) -> str:
+        """The prompt's symbols (without the trailing ``"="``), validated."""
         body = prompt[:-1] if prompt.endswith(PROMPT_END) else prompt
         if len(body) != self.length or any(c not in self.symbols for c in body):
             raise ValueError(f"Prompt {prompt!r} is not {self.length} symbols from "
                              f"{self.symbols!r} followed by {PROMPT_END!r}.")
-        if self.rule is Rule.FIRST:
-            return body[0]
-        if self.rule is Rule.LAST:
-            return body[-1]
-        if self.rule is Rule.MAJORITY:
-            counts = Counter(body)
-            return max(self.symbols, key=lambda s: (counts[s], -self.symbols.index(s)))
-        return self.symbols[(self.symbols.index(body[-1]) + 1) % len(self.symbols)]
+        return body
 
     def prompt_from_index(self, index: int) -> str:
         """The ``index``-th prompt in a fixed enumeration of all ``n_prompts`` prompts."""
@@ -149,10 +132,52 @@ class SymbolTask:
 
 
 @dataclass(frozen=True)
+class SymbolTask(PromptSpace):
+    """Prompts of ``length`` symbols from ``symbols`` followed by ``"="``, answered by ``rule``.
+
+    Parameters
+    ----------
+    rule:
+        The true rule (a :class:`Rule` or its value).
+    symbols:
+        Distinct single characters the prompts are made of; answers are one of them.
+    length:
+        Symbols per prompt; there are ``len(symbols) ** length`` distinct prompts.
+    """
+
+    rule: Rule = Rule.LAST
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "rule", Rule(self.rule))
+        except ValueError:
+            raise ValueError(f"The 'rule' parameter of SymbolTask must be one of "
+                             f"{[r.value for r in Rule]}. Got {self.rule!r} instead.") from None
+        super().__post_init__()
+
+    @property
+    def alphabet(self) -> str:
+        """Every character a prompt or an answer can contain (what the tokenizer needs)."""
+        return self.symbols + PROMPT_END
+
+    def answer(self, prompt: str) -> str:
+        """The rule's answer to ``prompt`` (with or without the trailing ``"="``)."""
+        body = self.prompt_body(prompt)
+        if self.rule is Rule.FIRST:
+            return body[0]
+        if self.rule is Rule.LAST:
+            return body[-1]
+        if self.rule is Rule.MAJORITY:
+            counts = Counter(body)
+            return max(self.symbols, key=lambda s: (counts[s], -self.symbols.index(s)))
+        return self.symbols[(self.symbols.index(body[-1]) + 1) % len(self.symbols)]
+
+
+@dataclass(frozen=True)
 class TaskSplit:
     """Disjoint training and held-out examples of one task."""
 
-    task: SymbolTask
+    task: PromptSpace
     train: tuple[Example, ...]
     heldout: tuple[Example, ...]
 
@@ -174,7 +199,7 @@ class TaskSplit:
         return sum(not e.label_is_true for e in self.train) / len(self.train)
 
 
-def make_split(task: SymbolTask, *, n_train: int, n_heldout: int, seed: int = 0) -> TaskSplit:
+def make_split(task: PromptSpace, *, n_train: int, n_heldout: int, seed: int = 0) -> TaskSplit:
     """Draw ``n_train`` training and ``n_heldout`` held-out prompts, disjoint, true labels.
 
     The draw is without replacement from all ``task.n_prompts`` prompts and depends only on

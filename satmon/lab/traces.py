@@ -40,20 +40,21 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from satmon.lab.tasks import PROMPT_END
+from satmon.lab.tasks import PROMPT_END, PromptSpace
 
 #: Separates the scratchpad from the final answer in a completion.
 TRACE_END = ">"
 
 
 @dataclass(frozen=True)
-class CumulativeTask:
+class CumulativeTask(PromptSpace):
     """Prompts of ``length`` symbols answered by their sum modulo ``len(symbols)``.
 
-    Duck-types :class:`satmon.lab.tasks.SymbolTask` (``symbols``, ``length``, ``alphabet``,
-    ``n_prompts``, ``chance``, ``answer``, ``prompt_from_index``), so the splits and label
-    corruptions of :mod:`satmon.lab.tasks` apply to it unchanged, and adds :meth:`trace`.
+    A :class:`satmon.lab.tasks.PromptSpace` like :class:`satmon.lab.tasks.SymbolTask`, so the
+    splits and label corruptions of :mod:`satmon.lab.tasks` apply to it unchanged; it adds
+    :meth:`trace`.
 
     Parameters
     ----------
@@ -63,19 +64,9 @@ class CumulativeTask:
         Symbols per prompt.
     """
 
-    symbols: str = "abcd"
     length: int = 5
 
-    def __post_init__(self) -> None:
-        if (not isinstance(self.symbols, str) or len(self.symbols) < 2
-                or len(set(self.symbols)) != len(self.symbols)
-                or PROMPT_END in self.symbols or TRACE_END in self.symbols):
-            raise ValueError(f"The 'symbols' parameter of CumulativeTask must be a string of at "
-                             f"least 2 distinct characters without {PROMPT_END!r} or "
-                             f"{TRACE_END!r}. Got {self.symbols!r} instead.")
-        if not isinstance(self.length, int) or isinstance(self.length, bool) or self.length < 1:
-            raise ValueError(f"The 'length' parameter of CumulativeTask must be an int >= 1. "
-                             f"Got {self.length!r} instead.")
+    RESERVED: ClassVar[str] = PROMPT_END + TRACE_END
 
     @property
     def rule(self) -> str:
@@ -86,27 +77,12 @@ class CumulativeTask:
         """Every character of a prompt or a completion (scratchpads included)."""
         return self.symbols + PROMPT_END + TRACE_END
 
-    @property
-    def n_prompts(self) -> int:
-        return len(self.symbols) ** self.length
-
-    @property
-    def chance(self) -> float:
-        return 1.0 / len(self.symbols)
-
-    def _body(self, prompt: str) -> str:
-        body = prompt[:-1] if prompt.endswith(PROMPT_END) else prompt
-        if len(body) != self.length or any(c not in self.symbols for c in body):
-            raise ValueError(f"Prompt {prompt!r} is not {self.length} symbols from "
-                             f"{self.symbols!r} followed by {PROMPT_END!r}.")
-        return body
-
     def trace(self, prompt: str) -> str:
         """The scratchpad: the running sums of the prompt's symbols, as symbols."""
         k = len(self.symbols)
         total = 0
         out = []
-        for c in self._body(prompt):
+        for c in self.prompt_body(prompt):
             total = (total + self.symbols.index(c)) % k
             out.append(self.symbols[total])
         return "".join(out)
@@ -123,16 +99,6 @@ class CumulativeTask:
         """
         final = self.answer(prompt) if answer is None else answer
         return self.trace(prompt) + TRACE_END + final if with_trace else final
-
-    def prompt_from_index(self, index: int) -> str:
-        """The ``index``-th prompt in a fixed enumeration of all ``n_prompts`` prompts."""
-        if not 0 <= index < self.n_prompts:
-            raise ValueError(f"Prompt index must be in [0, {self.n_prompts}). Got {index}.")
-        chars = []
-        for _ in range(self.length):
-            index, digit = divmod(index, len(self.symbols))
-            chars.append(self.symbols[digit])
-        return "".join(chars) + PROMPT_END
 
 
 def final_answer(completion: str, *, with_trace: bool) -> str | None:
@@ -171,7 +137,7 @@ def faithfulness(task: CumulativeTask, prompt: str, completion: str) -> float:
     0.5: final answer = the scratchpad's conclusion, but a step is invalid;
     0.0: final answer differs from the conclusion, or no well-formed scratchpad / answer.
     """
-    body = task._body(prompt)
+    body = task.prompt_body(prompt)
     pad = scratchpad(completion)
     answer = final_answer(completion, with_trace=True)
     if pad is None or answer is None or len(pad) != task.length \
