@@ -4,10 +4,10 @@ Run from the repository root:
 
     python benchmarks/bound_memorizing.py             # all 1,002 runs of the bench_monitor suite
     python benchmarks/bound_memorizing.py --runs 120  # first 120 runs (every regime, 20 each)
-    python benchmarks/bound_memorizing.py --validate 6  # also re-run 6 runs on refined grids
+    python benchmarks/bound_memorizing.py --validate 0  # skip the refined-grid check (24 runs)
 
-It prints tables and asserts nothing. Single process, numpy only; about ten minutes for the full
-suite on one core.
+It prints tables and asserts nothing. Single process, numpy/scipy only; about two minutes for
+the full suite on one core, plus about half a minute for the refined-grid check.
 
 Question. Issue 3 asks for a false-halt rate <= 1% over the suite together with >= 60% of the
 planned compute saved on memorizing runs. Is that reachable at all on
@@ -30,7 +30,7 @@ the unknowns: the regime and that regime's held-out parameters
     memorizing, noisy_label  m0 + local * g(t) - drift * t / T            (m0, local, drift)
     post_saturation_gen.     m0 + gain * (1 - exp(-t / tau_h))            (m0, gain, tau_h)
     collapse                 m0 + gain * g(t) - drop * sigmoid((t - t_c) / width)
-                                                                          (m0, gain, drop, t_c, width)
+                                                              (m0, gain, drop, t_c, width)
 
 with the exact binomial likelihood. Memorizing and noisy_label runs can never gain more than
 ``local < 0.01`` later, so they contribute P = 0; the question is how fast the other regimes are
@@ -63,9 +63,15 @@ step-0 likelihood alone is below e^-24); the linear gain and the nonlinear rho /
 midpoint grids; local / drift on a grid; the four collapse parameters by a scrambled Sobol set.
 Log-likelihoods accumulate per evaluation, so a run costs O(nodes x evaluations). Reported: the
 effective number of nodes carrying the posterior (ESS = (sum w)^2 / sum w^2 over all nodes) and,
-with ``--validate``, the largest change of P_t and of the halt step on grids refined 2x in every
-axis (4x Sobol points). Collapse remaining gain ignores the clip of held-out at 0 (it only binds
-after the drop, where the remaining gain is 0 either way).
+on 24 runs (4 per regime), the largest change of P_t and of the halt step on grids refined 2x in
+every axis (4x Sobol points); and the calibration of P_t against the truth over every
+evaluation. The collapse remaining gain ignores the clip of held-out at 0 (it only binds after
+the drop, where the remaining gain is 0 either way).
+
+Caveat beyond optimality: every variant knows the generator's priors exactly, e.g. that a
+post-saturation run gains at least 0.08 with tau_h <= 2T and that a memorizing run never rises by
+0.01; a monitor can only learn such bounds approximately, and they are what lets the observer
+rule out the slow post-saturation tail on a flat held-out series.
 
 Definitions as in benchmarks/bench_monitor.py: a halt at step t is false when
 ``truth.remaining_gain_at(t) > 0.01``; compute saved = (T - halt) / T (0 without a halt),
@@ -101,6 +107,7 @@ FAMILY_OF = {"generalizing": "GS", "slow": "GS", "memorizing": "MN", "noisy_labe
 VARIANTS = ("full", "causal", "blind")
 ALPHAS = (0.5, 0.3, 0.2, 0.1, 0.07, 0.05, 0.03, 0.02, 0.015, 0.01, 0.007, 0.005, 0.003, 0.002,
           0.001, 3e-4, 1e-4)
+ALPHAS_FINE = tuple(np.geomspace(1e-4, 0.5, 121))
 # t_target ranges of the standard mix at T = 500 (datasets._draw_target), scaled by T / 500.
 T_TARGET_RANGE = {"generalizing": (150, 400), "memorizing": (20, 100),
                   "post_saturation_generalization": (20, 100), "collapse": (50, 250),
@@ -135,37 +142,54 @@ def reverse_cummax(a: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(a[..., ::-1], axis=-1)[..., ::-1]
 
 
-def family_nodes(fam: str, g: np.ndarray, T: int, t_target: float, res: Resolution):
-    """Nodes of one family's non-m0 parameters: the curve minus m0 on steps 0..T, shape (M, T+1).
+def family_curve(fam: str, theta: dict, g: np.ndarray, T: int) -> np.ndarray:
+    """Held-out curve minus m0 on steps 0..T, shape (M, T+1), for M parameter nodes.
 
-    Every node has the same prior weight 1/M (midpoint grids over uniform priors; Sobol points).
+    ``theta`` holds arrays under ``truth.params``'s names (gain, rho, tau_h, local_gain, drift,
+    drop, t_collapse, width), so the formulas can be checked against ``make_run``.
     """
-    s = np.arange(T + 1, dtype=float)
-    gc = np.clip(g, 0.0, 1.0)
+    s = np.arange(T + 1, dtype=float)[None, :]
+    gc = np.clip(g, 0.0, 1.0)[None, :]
+    col = {k: np.asarray(v, dtype=float)[:, None] for k, v in theta.items()}
     if fam == "GS":
-        rho = midpoints(0.8, 1.25, res.gs_rho)
-        gain = midpoints(0.08, 0.3, res.gs_gain)
-        R, G = np.meshgrid(rho, gain, indexing="ij")
-        return G.ravel()[:, None] * np.power(gc[None, :], R.ravel()[:, None])
+        return col["gain"] * np.power(gc, col["rho"])
     if fam == "PSG":
-        tau = midpoints(0.6 * T, 2.0 * T, res.psg_tau)
-        gain = midpoints(0.08, 0.25, res.psg_gain)
-        U, G = np.meshgrid(tau, gain, indexing="ij")
-        return G.ravel()[:, None] * -np.expm1(-s[None, :] / U.ravel()[:, None])
+        return col["gain"] * -np.expm1(-s / col["tau_h"])
     if fam == "MN":
-        local = midpoints(0.0, 0.01, res.mn_local)
-        drift = midpoints(0.0, 0.03, res.mn_drift)
-        L, D = np.meshgrid(local, drift, indexing="ij")
-        return L.ravel()[:, None] * gc[None, :] - D.ravel()[:, None] * s[None, :] / T
+        return col["local_gain"] * gc - col["drift"] * s / T
+    if fam == "COL":
+        z = (s - col["t_collapse"]) / col["width"]
+        return col["gain"] * gc - col["drop"] * 0.5 * (1 + np.tanh(0.5 * z))
+    raise ValueError(f"Unknown family {fam!r}; choose from {FAMILIES}.")
+
+
+def family_nodes(fam: str, t_target: float, T: int, res: Resolution) -> dict:
+    """Quadrature nodes of one family's non-m0 parameters, each with prior weight 1/M
+    (midpoint product grids over the uniform priors; scrambled Sobol points for collapse)."""
+    if fam == "GS":
+        rho, gain = np.meshgrid(midpoints(0.8, 1.25, res.gs_rho),
+                                midpoints(0.08, 0.3, res.gs_gain), indexing="ij")
+        return {"gain": gain.ravel(), "rho": rho.ravel()}
+    if fam == "PSG":
+        tau, gain = np.meshgrid(midpoints(0.6 * T, 2.0 * T, res.psg_tau),
+                                midpoints(0.08, 0.25, res.psg_gain), indexing="ij")
+        return {"gain": gain.ravel(), "tau_h": tau.ravel()}
+    if fam == "MN":
+        local, drift = np.meshgrid(midpoints(0.0, 0.01, res.mn_local),
+                                   midpoints(0.0, 0.03, res.mn_drift), indexing="ij")
+        return {"local_gain": local.ravel(), "drift": drift.ravel()}
     if fam == "COL":
         u = qmc.Sobol(4, scramble=True, seed=12345).random(res.col_sobol)
-        gain = 0.03 + 0.09 * u[:, 0]
-        drop = 0.1 + 0.2 * u[:, 1]
-        t_c = t_target + (20 + 130 * u[:, 2]) * T / 500
-        width = 5 + 20 * u[:, 3]
-        z = (s[None, :] - t_c[:, None]) / width[:, None]
-        return gain[:, None] * gc[None, :] - drop[:, None] * 0.5 * (1 + np.tanh(0.5 * z))
+        return {"gain": 0.03 + 0.09 * u[:, 0], "drop": 0.1 + 0.2 * u[:, 1],
+                "t_collapse": t_target + (20 + 130 * u[:, 2]) * T / 500,
+                "width": 5 + 20 * u[:, 3]}
     raise ValueError(f"Unknown family {fam!r}; choose from {FAMILIES}.")
+
+
+def normalised_progress(truth) -> np.ndarray:
+    """g(t) on steps 0..T recovered from the clean training curve (g(0) = 0 for every shape)."""
+    p = truth.params
+    return np.concatenate([[0.0], (truth.train_clean - p["r0"]) / (p["rmax"] - p["r0"])])
 
 
 def training_log_density(regime: str, params: dict, T: int) -> float:
@@ -216,7 +240,7 @@ def run_posterior(sr, res: Resolution = Resolution(), stop_below: float | None =
     steps = np.asarray(h.steps, dtype=int)
     y = np.rint(np.asarray(h.values) * n)
     p = truth.params
-    g = np.concatenate([[0.0], (truth.train_clean - p["r0"]) / (p["rmax"] - p["r0"])])
+    g = normalised_progress(truth)
     J = steps.size
 
     # m0 grid: window from the step-0 point (the collapse curve can start up to 0.017 below m0)
@@ -235,7 +259,7 @@ def run_posterior(sr, res: Resolution = Resolution(), stop_below: float | None =
                                                                 0.0)
     curves, rem_big, loglik = {}, {}, {}
     for fam in FAMILIES:
-        f = family_nodes(fam, g, T, p["t_target"], res)
+        f = family_curve(fam, family_nodes(fam, p["t_target"], T, res), g, T)
         rem = reverse_cummax(f) - f
         curves[fam] = f[:, steps]
         rem_big[fam] = rem[:, steps] > GAIN_THRESHOLD
@@ -305,12 +329,12 @@ def outcome(halt, sr):
     return rem > GAIN_THRESHOLD, max(T - halt, 0) / T, 100 * rem
 
 
-def frontier(posts, suite, variant):
+def frontier(posts, suite, variant, alphas=ALPHAS):
     regimes = np.array([sr.truth.regime for sr in suite])
     mem = np.isin(regimes, MEMORIZING)
     satg = np.isin(regimes, SATURATED_GEN)
     rows = []
-    for a in ALPHAS:
+    for a in alphas:
         res = [outcome(halt_step(p, variant, a), sr) for p, sr in zip(posts, suite)]
         false = np.array([r[0] for r in res])
         saved = np.array([r[1] for r in res])
@@ -329,6 +353,53 @@ def fmt(v, d=3):
 def best_at(rows, cap=0.01):
     ok = [r for r in rows if r["false"] <= cap]
     return max(ok, key=lambda r: (r["saved_mem"], r["saved_sat"])) if ok else None
+
+
+def calibration_rows(posts, suite, variant):
+    """Reliability of P_t over every (run, evaluation) processed: mean P_t against the frequency
+    of a true remaining gain > 0.01. The suite is drawn from the prior the 'full' observer
+    uses, so its P_t must be calibrated; 'causal' and 'blind' ignore part of what g(t) says about
+    the regime while their held-out models use g, so they need not be exactly calibrated."""
+    prob = np.concatenate([p.prob[variant] for p in posts])
+    truth = np.concatenate([[sr.truth.remaining_gain_at(int(s)) > GAIN_THRESHOLD
+                             for s in p.steps] for p, sr in zip(posts, suite)])
+    sizes = [p.steps.size for p in posts]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    run_id = np.repeat(np.arange(len(posts)), sizes)
+    edges = (0.0, 1e-3, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 1.0 + 1e-9)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (prob >= lo) & (prob < hi)
+        if sel.any():
+            k = int(sel.sum())
+            # Evaluations of one run are correlated: the standard error of (frequency - mean P)
+            # sums the residuals per run first (cluster-robust).
+            resid = np.where(sel, truth - prob, 0.0)
+            per_run = np.add.reduceat(resid, offsets)
+            se = math.sqrt(float(np.sum(per_run ** 2))) / k
+            rows.append([f"[{lo:g}, {min(hi, 1.0):g})", str(k),
+                         str(len(np.unique(run_id[sel]))), fmt(float(prob[sel].mean()), 4),
+                         fmt(float(truth[sel].mean()), 4), fmt(se, 4)])
+    return rows
+
+
+def breakdown_rows(posts, suite, variant, alpha):
+    """Saved compute on memorizing runs at one alpha, by held-out size and evaluation interval."""
+    rows = []
+    for n in (200, 500, 1000):
+        for K in (10, 25):
+            sel = [(p, sr) for p, sr in zip(posts, suite) if sr.truth.regime in MEMORIZING
+                   and sr.run.heldout["heldout"].sample_size == n
+                   and int(np.diff(sr.run.heldout["heldout"].steps[:2])[0]) == K]
+            if not sel:
+                continue
+            halts = [halt_step(p, variant, alpha) for p, _ in sel]
+            saved = [outcome(h, sr)[1] for h, (_, sr) in zip(halts, sel)]
+            med = np.median([h if h is not None else sr.run.last_step
+                             for h, (_, sr) in zip(halts, sel)])
+            rows.append([str(n), str(K), str(len(sel)), fmt(float(np.mean(saved))),
+                         f"{med:.0f}"])
+    return rows
 
 
 def validate(suite, idx, res):
@@ -359,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1002,
                     help="use the first N runs of the 1,002-run suite (regimes cycle, so any "
                          "N >= 6 keeps every regime)")
-    ap.add_argument("--validate", type=int, default=0,
+    ap.add_argument("--validate", type=int, default=24,
                     help="re-run this many runs (spread over regimes) on refined grids")
     args = ap.parse_args(argv)
     if not 6 <= args.runs <= 1002:
@@ -381,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     print("Policy: halt at the first evaluation with P(remaining held-out gain > 0.01 | info) "
           "<= alpha.\nA posterior-threshold rule is a strong reference, not a proof of "
           "optimality; the 'full' observer\nknows strictly more than any monitor, so a monitor "
-          "is unlikely to beat its frontier.\n")
+          "is unlikely to beat its frontier.\nVariants: 'full' knows the training parameters from "
+          "step 0 (so a noisy_label run is known\nbefore training starts); 'causal' learns them at "
+          "t_target and before that only t_target > t;\n'blind' uses held-out evidence alone "
+          "(g(t) still known to the held-out models).\nEvery variant knows the generator's priors "
+          "exactly (e.g. post-saturation gain >= 0.08, tau_h <= 2T).\n")
     best = {}
     for v in VARIANTS:
         rows = frontier(posts, suite, v)
@@ -389,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         print(text_table(["alpha", "false-halt", "saved (mem)", "saved (sat)", "regret (pts)"],
                          [[f"{r['alpha']:g}", fmt(r["false"], 4), fmt(r["saved_mem"]),
                            fmt(r["saved_sat"]), fmt(r["regret"])] for r in rows]))
-        b = best_at(rows)
+        # The best point is searched on a finer alpha grid (tuned on the suite itself, as
+        # bench_monitor tunes each baseline).
+        b = best_at(frontier(posts, suite, v, ALPHAS_FINE))
         best[v] = b
         if b is None:
             print("  no alpha reaches false-halt <= 1%\n")
@@ -397,9 +474,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  best saved (mem) at false-halt <= 1%: {b['saved_mem']:.3f} "
               f"(alpha {b['alpha']:g}, false-halt {b['false']:.4f}, "
               f"saved (sat) {b['saved_sat']:.3f}, regret {b['regret']:.3f})")
-        print("  at that alpha, per regime: "
-              + "; ".join(f"{r}: {b['false_by_regime'][r]} false / saved {b['saved_by_regime'][r]:.2f}"
-                          for r in REGIMES) + "\n")
+        print("  at that alpha, false halts / runs and saved, per regime:")
+        print(text_table(["regime", "false halts", "runs", "saved"],
+                         [[r, str(b["false_by_regime"][r]),
+                           str(sum(sr.truth.regime == r for sr in suite)),
+                           fmt(b["saved_by_regime"][r])] for r in REGIMES]))
+        print("  at that alpha, memorizing + noisy_label runs by held-out size n and interval K:")
+        print(text_table(["n", "K", "runs", "saved (mem)", "median halt step"],
+                         breakdown_rows(posts, suite, v, b["alpha"])) + "\n")
+
+    for v in VARIANTS:
+        print(f"Calibration of P_t, variant '{v}' (all processed evaluations; 'true' = remaining "
+              "gain > 0.01)")
+        print(text_table(["P_t bin", "evaluations", "runs", "mean P_t", "true frequency",
+                          "se (by run)"],
+                         calibration_rows(posts, suite, v)) + "\n")
 
     ess_rows = []
     for v in VARIANTS:
@@ -426,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
                           "halts moved", "min ESS", "min ESS fine", "s"],
                          validate(suite, idx, res)))
 
+    print("\nSummary: best saved (mem) at false-halt <= 1% (issue 3 target: >= 0.60)")
+    print(text_table(["variant", "alpha", "false-halt", "saved (mem)", "saved (sat)", "regret"],
+                     [[v, "none" if b is None else f"{b['alpha']:.3g}"]
+                      + (["-"] * 4 if b is None else
+                         [fmt(b["false"], 4), fmt(b["saved_mem"]), fmt(b["saved_sat"]),
+                          fmt(b["regret"])]) for v, b in best.items()]))
     print(f"\nWall time: {secs:.0f} s for {len(suite)} runs "
           f"({secs / len(suite):.2f} s per run; total {time.perf_counter() - t_start:.0f} s)")
     return 0
