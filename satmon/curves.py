@@ -167,6 +167,62 @@ def _bounds_and_start(family: str, t: np.ndarray, y: np.ndarray, lo: float, hi: 
     return np.asarray(lb, float), np.asarray(ub, float), x0
 
 
+def _grid_start(family: str, t: np.ndarray, y: np.ndarray, lb: np.ndarray,
+                ub: np.ndarray) -> np.ndarray | None:
+    """A cold start from a grid over the nonlinear parameters (None when nothing fits).
+
+    Every family is ``u + v * b(t; theta)`` for a shape ``b`` set by its nonlinear parameters
+    ``theta`` (exp3: b; pow3: alpha; hill4: t_mid, B; weibull4: k, d), so for each ``theta``
+    on a small log-spaced grid the best ``u, v`` are a closed-form linear regression. The
+    candidate with the least squared error (parameters clipped to the bounds) starts the
+    robust fit: it lands near the optimum, where the default start can spend 100+
+    evaluations on a poorly scaled family (pow3 most of all).
+    """
+    t_lo, t_hi = float(t[0]), float(t[-1])
+    if family == "exp3":
+        grid = [np.geomspace(0.3 / t_hi, 30.0 / max(t_lo, 1e-3), 16)]
+    elif family == "pow3":
+        grid = [np.geomspace(0.02, 4.0, 16)]
+    elif family == "hill4":
+        tm, bb = np.meshgrid(np.geomspace(max(t_lo, 1e-3), 3.0 * t_hi, 8),
+                             np.array([0.5, 1.0, 2.0, 4.0]))
+        grid = [tm.ravel(), bb.ravel()]
+    else:  # weibull4
+        kk, dd = np.meshgrid(1.0 / np.geomspace(max(t_lo, 1e-3), 3.0 * t_hi, 8),
+                             np.array([0.5, 1.0, 2.0, 4.0]))
+        grid = [kk.ravel(), dd.ravel()]
+    ia = 1 if family in ("exp3", "pow3") else 2
+    grid = [np.clip(g, lb[ia + i] * 1.0001 + 1e-12, ub[ia + i] * 0.9999)
+            for i, g in enumerate(grid)]
+    with np.errstate(all="ignore"):
+        if family == "exp3":
+            b = np.exp(-grid[0][:, None] * t)
+        elif family == "pow3":
+            b = t ** (-grid[0][:, None])
+        elif family == "hill4":
+            b = 1.0 / (1.0 + (grid[0][:, None] / t) ** grid[1][:, None])
+        else:
+            b = np.exp(-((grid[0][:, None] * t) ** grid[1][:, None]))
+        # y ~ u + v b, one regression per grid row.
+        bc = b - b.mean(axis=1, keepdims=True)
+        v = (bc @ (y - y.mean())) / np.maximum(np.einsum("ij,ij->i", bc, bc), 1e-300)
+        u = y.mean() - v * b.mean(axis=1)
+        if family in ("exp3", "pow3"):  # c - a b: c = u, a = -v
+            lin = [u, -v]
+        elif family == "hill4":  # r0 (1 - s) + A s: r0 = u, A = u + v
+            lin = [u, u + v]
+        else:  # A (1 - e) + r0 e: A = u, r0 = u + v
+            lin = [u, u + v]
+        cand = np.column_stack(lin + grid)
+        cand = np.clip(cand, lb + 1e-9, ub - 1e-9)
+        pred = _FUNCS[family](tuple(cand.T[:, :, None]), t[None, :])
+        sse = np.sum((pred - y) ** 2, axis=1)
+    sse = np.where(np.isfinite(sse), sse, np.inf)
+    if not np.isfinite(sse).any():
+        return None
+    return cand[int(np.argmin(sse))]
+
+
 def fit_family(family: str, steps: Any, values: Any, *, time_scale: float,
                asymptote_bounds: tuple[float, float], x0: Sequence[float] | None = None,
                f_scale: float = 0.02, max_nfev: int = 200) -> CurveFit:
@@ -200,10 +256,15 @@ def fit_family(family: str, steps: Any, values: Any, *, time_scale: float,
                          f"Got {asymptote_bounds!r}.")
     t = np.maximum(s, 0.5) / time_scale
     lb, ub, start = _bounds_and_start(family, t, y, lo, hi)
+    warm = False
     if x0 is not None:
         w = np.asarray(x0, dtype=float)
         if w.shape == start.shape and np.all(w > lb) and np.all(w < ub):
-            start = w
+            start, warm = w, True
+    if not warm:
+        grid = _grid_start(family, t, y, lb, ub)
+        if grid is not None:
+            start = grid
     func = _FUNCS[family]
     jac_f = _JACS[family]
     k = start.size

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from satmon import _regime_model
 from satmon.results import json_safe
@@ -75,8 +74,10 @@ def _point_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         d = np.diff(values)
         s = float(np.median(np.abs(d)) / 0.6745 / math.sqrt(2)) if d.size >= 2 else 0.02
         return np.full(values.size, max(s, 0.005) ** 2)
-    fill = np.nanmedian(var)
-    return np.where(np.isnan(var), fill, var)
+    missing = np.isnan(var)
+    if not missing.any():
+        return var
+    return np.where(missing, np.nanmedian(var), var)
 
 
 def wls_slope(x: np.ndarray, y: np.ndarray, var: np.ndarray) -> tuple[float, float]:
@@ -286,5 +287,8 @@ def heldout_gain_posterior(steps: Sequence[float], values: Sequence[float],
     if h == 0:
         p = 0.0
     else:
-        p = float(norm.sf((min_gain / h - b) / se)) if se > 0 else float(b * h > min_gain)
+        # Normal tail by math.erfc (scipy's norm.sf costs ~60 us a call; this runs on every
+        # held-out evaluation).
+        p = 0.5 * math.erfc((min_gain / h - b) / se / math.sqrt(2.0)) if se > 0 else \
+            float(b * h > min_gain)
     return GainPosterior(b, se, h, p, int(x.size - start), float(x[start]))

@@ -53,7 +53,8 @@ class SlopeTest(Detector):
     """
 
     _PARAMS = ("total_steps", "window", "min_gain", "confidence", "min_points", "min_horizon")
-    _STATE = ("points", "plateau", "slope", "slope_se", "gain_upper", "gain_lower", "phi")
+    _STATE = ("points", "sums", "plateau", "slope", "slope_se", "gain_upper", "gain_lower",
+              "phi")
 
     def __init__(self, *, total_steps: int | None = None, window: int = 50,
                  min_gain: float = 0.01, confidence: float = 0.95, min_points: int = 10,
@@ -77,6 +78,11 @@ class SlopeTest(Detector):
 
     def _reset(self) -> None:
         self._points: deque[tuple[int, float]] = deque(maxlen=self.window)
+        # Running sums over the window (x = step - anchor, the first step seen):
+        # [anchor, n, sx, sy, sxx, sxy, syy, and over consecutive pairs inside the window:
+        #  sum dx^2, sum dx dy, sum dy^2]. Kept in the state, so a resumed detector carries the
+        # same sums (and rounding) as an uninterrupted one.
+        self._sums: list[float] = [math.nan] + [0.0] * 9
         self._plateau = False
         self._slope = math.nan
         self._slope_se = math.nan
@@ -127,36 +133,55 @@ class SlopeTest(Detector):
         # math.erfc instead of scipy.stats.norm.cdf: this runs on every monitor update.
         return 0.5 * math.erfc(-((gain / h - self._slope) / self._slope_se) / math.sqrt(2.0))
 
+    def _accumulate(self, step: float, value: float, sign: float) -> None:
+        sm = self._sums
+        x = step - sm[0]
+        sm[1] += sign
+        sm[2] += sign * x
+        sm[3] += sign * value
+        sm[4] += sign * x * x
+        sm[5] += sign * x * value
+        sm[6] += sign * value * value
+
+    def _accumulate_pair(self, dx: float, dy: float, sign: float) -> None:
+        sm = self._sums
+        sm[7] += sign * dx * dx
+        sm[8] += sign * dx * dy
+        sm[9] += sign * dy * dy
+
     def _update(self, value: float, step: int) -> Event | None:
-        self._points.append((step, value))
-        n = len(self._points)
+        # O(1) per update: the window's sums are updated as a point enters and the oldest
+        # leaves, and the residual sums follow from them algebraically (no pass over the window
+        # on the monitor's per-step path).
+        sm = self._sums
+        if math.isnan(sm[0]):
+            sm[0] = float(step)
+        pts = self._points
+        if len(pts) == pts.maxlen:
+            (s0, v0), (s1, v1) = pts[0], pts[1]
+            self._accumulate(s0, v0, -1.0)
+            self._accumulate_pair(s1 - s0, v1 - v0, -1.0)
+        if pts:
+            s_prev, v_prev = pts[-1]
+            self._accumulate_pair(step - s_prev, value - v_prev, 1.0)
+        self._accumulate(step, value, 1.0)
+        pts.append((step, value))
+        n = len(pts)
         if n < self.min_points:
             return None
-        # Recomputing the window's sums costs O(window) but stays exact for any step scale and
-        # keeps the state a plain list of points (split/resume is bit-identical).
-        x0 = self._points[0][0]
-        sx = sy = sxx = sxy = 0.0
-        for s, v in self._points:
-            x = s - x0
-            sx += x
-            sy += v
-            sxx += x * x
-            sxy += x * v
+        _, _, sx, sy, sxx, sxy, syy, sdxx, sdxy, sdyy = sm
         mx, my = sx / n, sy / n
         vxx = sxx - n * mx * mx
         if vxx <= 0:
             return None
-        b = (sxy - n * mx * my) / vxx
-        a = my - b * mx
-        rss = 0.0
-        sdd = 0.0
-        prev_r = None
-        for s, v in self._points:
-            r = v - a - b * (s - x0)
-            rss += r * r
-            if prev_r is not None:
-                sdd += (r - prev_r) ** 2
-            prev_r = r
+        cxy = sxy - n * mx * my
+        b = cxy / vxx
+        # Residuals r = y - a - b x: sum r^2 = Syy_c - b Sxy_c; consecutive differences of r
+        # are dy - b dx, so their sum of squares needs only the pair sums.
+        rss = syy - n * my * my - b * cxy
+        sdd = max(sdyy - 2.0 * b * sdxy + b * b * sdxx, 0.0)
+        if rss <= 1e-12 * syy:
+            rss = 0.0  # an exact line: what is left is rounding in the sums
         sigma2 = rss / (n - 2) if n > 2 else math.nan
         phi = 0.0
         if rss > 0:
