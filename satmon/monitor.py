@@ -67,6 +67,7 @@ Input policy:
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -82,7 +83,8 @@ from satmon.detectors.base import as_step, from_primitive, to_primitive
 from satmon.regime import (CLASSES, _point_variance, classify_regime, heldout_gain_posterior,
                            wls_slope)
 from satmon.results import format_number
-from satmon.stopping import default_halt_threshold, p_heldout_gain, stop_features
+from satmon.stopping import (default_halt_threshold, default_patience, p_heldout_gain,
+                             stop_features)
 
 STATE_VERSION = 1
 #: A drop of held-out accuracy (best 3-evaluation mean minus the latest) counts as a collapse
@@ -110,7 +112,7 @@ class MonitorConfig:
     eval_every: int | None = None
     flag_threshold: float = 0.8
     halt_threshold: float = default_halt_threshold()
-    patience: int = 2
+    patience: int = default_patience()
     min_p_saturated: float = 0.9
     rising_z: float = 2.0
     reward_ceiling: float | None = 1.0
@@ -203,7 +205,8 @@ class SaturationMonitor:
     flag_threshold, halt_threshold:
         Score needed for FLAG / HALT (see the module docstring).
     patience:
-        Consecutive held-out evaluations at or above ``halt_threshold`` needed to HALT.
+        Consecutive held-out evaluations at or above ``halt_threshold`` needed to HALT (default:
+        chosen with the threshold on the calibration suite).
     min_p_saturated:
         P(saturated) needed before any MEMORIZING or SATURATED flag or halt (guard rail).
     rising_z:
@@ -217,8 +220,8 @@ class SaturationMonitor:
     eps, end_margin:
         The paper's t_sat rule parameters.
     refit_every:
-        Minimum steps between saturation-curve refits (refits are also at least 10% of the
-        steps so far apart).
+        Minimum steps between saturation-curve refits (refits are also at least 15% of the
+        steps so far and 4% of ``total_steps`` apart).
     bootstrap:
         Bootstrap refits per family at each refit.
     families:
@@ -424,10 +427,12 @@ class SaturationMonitor:
         if self._last_refit < 0:
             return True
         # Geometric schedule: refits at least `refit_every` steps and 15% of the steps run so
-        # far apart, so the amortized cost per update falls as a run gets longer. With held-out
-        # series a refit waits for the next evaluation, where a decision can use it (unless
-        # evaluations are rarer than three refit gaps).
-        gap = max(c.refit_every, int(0.15 * step))
+        # far apart, so the amortized cost per update falls as a run gets longer; and at least
+        # 4% of the planned budget apart, so a run's refit count does not grow with its length
+        # (the forecast's horizon is the budget: a few steps more data barely move it). With
+        # held-out series a refit waits for the next evaluation, where a decision can use it
+        # (unless evaluations are rarer than three refit gaps).
+        gap = max(c.refit_every, int(0.15 * step), int(0.04 * (c.total_steps or 0)))
         since = step - self._last_refit
         if since < gap:
             return False
@@ -487,7 +492,11 @@ class SaturationMonitor:
         except ValueError as exc:
             self._fit = {"error": str(exc)}
             return
-        self._warm = {k: list(f.params) for k, f in fc.fits.items() if f.accepted}
+        # Every fit that converged to finite parameters warm-starts the next refit, rejected
+        # ones too: a fit rejected for its asymptote on the bound is usually rejected again,
+        # and a restart from scratch walks all the way back to that bound.
+        self._warm = {k: list(f.params) for k, f in fc.fits.items()
+                      if math.isfinite(f.rss) and all(map(math.isfinite, f.params))}
         self._fit = {
             "usable": fc.usable, "asymptote": fc.asymptote,
             "forecast_final": fc.forecast_final, "t_sat_estimate": fc.t_sat_estimate,
@@ -519,8 +528,10 @@ class SaturationMonitor:
             left = self._slope.remaining(step)
             parts["p_sat_bocpd"] = 1.0 if capped else _phi((tol / left - m) / sd)
         if self._tsat_samples:
-            arr = np.asarray(self._tsat_samples)
-            parts["p_sat_fit"] = float(np.mean(arr <= step))
+            # The samples are sorted (forecast_saturation returns them so): a bisection gives
+            # the share at or below `step` without an array per update.
+            parts["p_sat_fit"] = bisect.bisect_right(self._tsat_samples, step) / len(
+                self._tsat_samples)
         if capped:
             p = 1.0
         elif "p_sat_fit" in parts:

@@ -131,10 +131,16 @@ def default_halt_threshold() -> float:
     return float(_stop_model.HALT_THRESHOLD)
 
 
+def default_patience() -> int:
+    """Consecutive evaluations at or above the threshold, chosen with it on the calibration
+    suite."""
+    return int(_stop_model.PATIENCE)
+
+
 def feature_matrix(rows: Sequence[Mapping[str, float]]) -> np.ndarray:
     """Stack feature dicts into a design matrix with a leading intercept column."""
     return np.asarray([[1.0] + [r.get(k, 0.0) for k in STOP_FEATURES] for r in rows])
 
 
-__all__ = ["STOP_FEATURES", "default_halt_threshold", "feature_matrix", "p_heldout_gain",
-           "stop_features"]
+__all__ = ["STOP_FEATURES", "default_halt_threshold", "default_patience", "feature_matrix",
+           "p_heldout_gain", "stop_features"]
