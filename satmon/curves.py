@@ -6,7 +6,8 @@ Families (``t`` = step / ``time_scale``; every family but pow3 has an identified
 ``hill4``     ``r0 + (A - r0) / (1 + (t_mid / t)^B)`` (a sigmoid in log-step)
 ``weibull4``  ``A - (A - r0) exp(-(k t)^d)``
 ``pow3``      ``c - a t^(-alpha)``: its asymptote is rarely identified, so it only vetoes a
-              saturation claim (when it fits clearly better and still predicts a gain).
+              saturation claim (when it fits clearly better and still predicts a gain); it is
+              fitted only when the saturating families make that claim.
 
 Fits use scipy ``least_squares`` (trust-region reflective with bounds, soft-L1 loss so
 outliers do not drag the curve), warm-started from the previous fit. A fit whose asymptote sits
@@ -512,7 +513,8 @@ def forecast_saturation(
         Seed of the bootstrap and simulation.
     veto_margin:
         pow3 vetoes a saturation claim when its BIC beats every saturating family by this much
-        and it predicts a gain above ``min_gain`` by T.
+        and it predicts a gain above ``min_gain`` by T. pow3 is fitted only when there is a
+        claim to veto (P(saturated by now) >= 0.5 from the saturating families).
     min_gain:
         Remaining gain (value units) that still counts as "not saturated".
 
@@ -552,10 +554,12 @@ def forecast_saturation(
     noise = max(noise, 1e-4)
     fits: dict[str, CurveFit] = {}
     warm = warm_start or {}
+    f_scale = max(noise / math.sqrt(max(s.size / bs.size, 1)), 1e-4)
     for fam in families:
-        fits[fam] = fit_family(fam, bs, by, time_scale=time_scale,
-                               asymptote_bounds=asymptote_bounds, x0=warm.get(fam),
-                               f_scale=max(noise / math.sqrt(max(s.size / bs.size, 1)), 1e-4))
+        if fam != "pow3":
+            fits[fam] = fit_family(fam, bs, by, time_scale=time_scale,
+                                   asymptote_bounds=asymptote_bounds, x0=warm.get(fam),
+                                   f_scale=f_scale)
     weights = bic_weights(fits)
     notes = [f"{k}: {f.note}" for k, f in fits.items() if not f.accepted and f.note]
     rng = np.random.default_rng(seed)
@@ -625,11 +629,18 @@ def forecast_saturation(
     t_est, t_int = centre(tsat_clean)
     t_raw, t_raw_int = centre(tsat_raw)
     vetoed = False
-    pw = fits.get("pow3")
-    if pw is not None and pw.accepted:
-        best_sat = min(fits[k].bic for k in weights)
-        pow_gain = float(pw.predict([total])[0] - pw.predict([now])[0])
-        vetoed = pw.bic < best_sat - veto_margin and pow_gain > min_gain
+    if "pow3" in families and p_sat_now < 0.5:
+        # pow3 only vetoes a saturation claim; without one there is nothing to veto, and its
+        # fit (the slowest of the four to converge) is skipped.
+        notes.append("pow3: not fitted (no saturation claim to veto)")
+    elif "pow3" in families:
+        pw = fits["pow3"] = fit_family("pow3", bs, by, time_scale=time_scale,
+                                       asymptote_bounds=asymptote_bounds, x0=warm.get("pow3"),
+                                       f_scale=f_scale)
+        if pw.accepted:
+            best_sat = min(fits[k].bic for k in weights)
+            pow_gain = float(pw.predict([total])[0] - pw.predict([now])[0])
+            vetoed = pw.bic < best_sat - veto_margin and pow_gain > min_gain
     asym = float(sum(weights[k] * fits[k].asymptote for k in weights))
     final_point = float(sum(weights[k] * fits[k].predict([total])[0] for k in weights))
     cur_point = float(sum(weights[k] * fits[k].predict([now])[0] for k in weights))

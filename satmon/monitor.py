@@ -495,8 +495,9 @@ class SaturationMonitor:
         # Every fit that converged to finite parameters warm-starts the next refit, rejected
         # ones too: a fit rejected for its asymptote on the bound is usually rejected again,
         # and a restart from scratch walks all the way back to that bound.
-        self._warm = {k: list(f.params) for k, f in fc.fits.items()
-                      if math.isfinite(f.rss) and all(map(math.isfinite, f.params))}
+        # A family not fitted this time (pow3 without a saturation claim) keeps its last start.
+        self._warm.update({k: list(f.params) for k, f in fc.fits.items()
+                           if math.isfinite(f.rss) and all(map(math.isfinite, f.params))})
         self._fit = {
             "usable": fc.usable, "asymptote": fc.asymptote,
             "forecast_final": fc.forecast_final, "t_sat_estimate": fc.t_sat_estimate,
