@@ -1,10 +1,10 @@
 """Calibrated stopping model (data only): written by benchmarks/_calibrate_stopping.py.
 
-Logistic coefficients fitted on 18777 post-saturation evaluations of 900 runs (seed 100);
-threshold and patience chosen on 900 runs (seed 101): false-halt 0.0056, compute saved on memorizing runs 0.430.
+Logistic coefficients fitted on 18790 post-saturation evaluations of 900 runs (seed 100);
+threshold and patience chosen on 900 runs (seed 101): false-halt 0.0056, compute saved on memorizing runs 0.429.
 """
 
 FEATURES = ('gain_z_recent', 'gain_z_all', 'z_recent', 'z_all', 'z_train', 'z_drop', 'z_gain', 'p_saturated', 'since_sat', 'frac_left', 'log_points', 'log_sd_gain')
-COEFFICIENTS = (-11.691949, 3.487375, -1.030119, -2.829927, 2.196389, -0.438417, 0.002483, -0.121078, -0.704600, 13.750823, 9.933528, -0.018329, 0.678830)
+COEFFICIENTS = (-11.501535, 3.401147, -0.995689, -2.782462, 2.174855, -0.457045, -0.022846, -0.120651, -0.761856, 13.567649, 9.779498, -0.003332, 0.680369)
 HALT_THRESHOLD = 0.96
 PATIENCE = 2
