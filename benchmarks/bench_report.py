@@ -6,7 +6,7 @@ Stages: drawing the runs (:func:`satmon.datasets.make_suite`; not part of the re
 analysis of every run (:func:`satmon.analysis.report.build_report` without replay), writing the
 CSV / Markdown / JSON / text tables, and the self-contained HTML page (overview grid plus
 ``--max-run-plots`` per-run figures). The online-monitor replay is far slower than the rest
-(about a second per 1,000-step run on one core), so by default it is timed on a sample of runs
+(about 0.15 s per 1,000-step run on one core), so by default it is timed on a sample of runs
 and extrapolated; ``--replay full`` replays every run (use ``--workers`` to spread it over
 processes), ``--no-replay`` skips it.
 
