@@ -197,3 +197,25 @@ def test_slope_test_horizon_is_remaining_budget():
         b.update(y, s)
     assert a.gain_upper > 0.02 and not a.in_plateau
     assert b.in_plateau and b.p_gain_below(0.02) > 0.9
+
+
+def test_slope_test_running_sums_match_a_direct_fit_and_old_states_load():
+    # The slope test keeps running window sums (O(1) per update); they must agree with an OLS
+    # fit over the window, and a state saved before the sums existed must rebuild them.
+    rng = np.random.default_rng(3)
+    pts = [(s, 0.3 + 0.002 * s + rng.normal(0, 0.02)) for s in range(1, 400, 2)]
+    det = SlopeTest(total_steps=800, window=40)
+    for s, v in pts[:150]:
+        det.update(v, s)
+    xs = np.array([p[0] for p in pts[110:150]], dtype=float)
+    ys = np.array([p[1] for p in pts[110:150]])
+    assert det.slope == pytest.approx(np.polyfit(xs, ys, 1)[0], rel=1e-9)
+    old = det.state_dict()
+    del old["state"]["sums"]
+    restored = SlopeTest(total_steps=800, window=40)
+    restored.load_state_dict(old)
+    for s, v in pts[150:]:
+        det.update(v, s)
+        restored.update(v, s)
+    assert restored.slope == pytest.approx(det.slope, rel=1e-9)
+    assert restored.slope_se == pytest.approx(det.slope_se, rel=1e-9)

@@ -95,6 +95,20 @@ class SlopeTest(Detector):
             return deque([(int(s), float(v)) for s, v in value], maxlen=self.window)
         return super()._restore(key, value)
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state saved by :meth:`state_dict` (also one saved before the running window
+        sums were kept: they are rebuilt from the saved points)."""
+        super().load_state_dict(state)
+        inner = state.get("state", {})
+        if "sums" not in inner and self._points:
+            # A state saved before the running sums existed: rebuild them from the window.
+            pts = list(self._points)
+            self._sums = [float(pts[0][0])] + [0.0] * 9
+            for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
+                self._accumulate_pair(s1 - s0, v1 - v0, 1.0)
+            for s, v in pts:
+                self._accumulate(s, v, 1.0)
+
     @property
     def slope(self) -> float:
         """OLS slope per step over the window (NaN before ``min_points``)."""
