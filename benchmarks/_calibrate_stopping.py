@@ -199,9 +199,8 @@ def main(argv=None) -> int:
         "",
         f"Logistic coefficients fitted on {y.size} post-saturation evaluations of {args.runs} "
         "runs (seed 100);",
-        f"threshold and patience chosen on {args.runs} runs (seed 101): false-halt "
-        f"{best[1]:.4f}, compute "
-        f"saved on memorizing runs {best[2]:.3f}.",
+        f"threshold {thr} and patience {patience} chosen on {args.runs} runs (seed 101):",
+        f"false-halt {best[1]:.4f}, compute saved on memorizing runs {best[2]:.3f}.",
         '"""', "",
         f"FEATURES = {tuple(STOP_FEATURES)!r}",
         "COEFFICIENTS = (" + ", ".join(f"{v:.6f}" for v in w) + ")",
