@@ -15,6 +15,25 @@ from satmon.detectors.base import Detector, Event, check_number
 _N, _SX, _SY, _SXX, _SXY, _SYY = range(6)
 
 
+def _row_posterior(row: tuple[float, ...], lam0: float, lam1: float,
+                   b0: float) -> tuple[float, float, float, float, float, float]:
+    """Normal-gamma posterior of one run-length hypothesis from its sufficient statistics.
+
+    Returns ``(i00, i01, i11, m0, m1, bn)``: the inverse of the posterior precision of
+    (intercept, slope), the posterior mean of both, and the gamma rate. Scalar arithmetic in
+    the same order as the vectorised :meth:`LinearBOCPD._posterior`, so the bits agree.
+    """
+    n, sx, sy, sxx, sxy, syy = row
+    l00 = n + lam0
+    l11 = sxx + lam1
+    det = l00 * l11 - sx * sx
+    i00, i01, i11 = l11 / det, -sx / det, l00 / det
+    m0 = i00 * sy + i01 * sxy
+    m1 = i01 * sy + i11 * sxy
+    r = syy - m0 * sy - m1 * sxy
+    return i00, i01, i11, m0, m1, b0 + 0.5 * (r if r > 0.0 else 0.0)
+
+
 class LinearBOCPD(Detector):
     """Run-length posterior over segments that are straight lines with unknown noise.
 
@@ -214,16 +233,9 @@ class LinearBOCPD(Detector):
         weights = [math.exp(lp - top) for lp in self._lp]
         total = sum(weights)
         mean = second = 0.0
-        for (n, sx, sy, sxx, sxy, syy), w in zip(self._rows, weights):
-            l00 = n + lam0
-            l11 = sxx + lam1
-            det = l00 * l11 - sx * sx
-            i00, i01, i11 = l11 / det, -sx / det, l00 / det
-            m0 = i00 * sy + i01 * sxy
-            m1 = i01 * sy + i11 * sxy
-            an = a0 + 0.5 * n
-            r = syy - m0 * sy - m1 * sxy
-            bn = b0 + 0.5 * (r if r > 0.0 else 0.0)
+        for row, w in zip(self._rows, weights):
+            _, _, i11, _, m1, bn = _row_posterior(row, lam0, lam1, b0)
+            an = a0 + 0.5 * row[0]
             var = bn / an * i11 * (2 * an) / max(2 * an - 2, 1e-9)
             w /= total
             mean += w * m1
@@ -293,19 +305,13 @@ class LinearBOCPD(Detector):
         spread: list[float] = []
         tail: list[float] = []
         gamma: list[tuple[float, float, float]] = []
-        for (n, sx, sy, sxx, sxy, syy), lp in zip(self._rows, self._lp):
-            l00 = n + lam0
-            l11 = sxx + lam1
-            det = l00 * l11 - sx * sx
-            i00, i01, i11 = l11 / det, -sx / det, l00 / det
-            m0 = i00 * sy + i01 * sxy
-            m1 = i01 * sy + i11 * sxy
+        for row, lp in zip(self._rows, self._lp):
+            n, sx, sy, sxx, sxy, syy = row
+            i00, i01, i11, m0, m1, bn = _row_posterior(row, lam0, lam1, b0)
             k = int(n)
             g = table[k] if k < len(table) else self._log_gamma_ratio(k)
             an = g[0]
             gamma.append(g)
-            r = syy - m0 * sy - m1 * sxy
-            bn = b0 + 0.5 * (r if r > 0.0 else 0.0)
             scale2 = bn / an * (1.0 + i00 + 2 * i01 * x + i11 * x * x)
             dof = 2 * an
             resid = y - m0 - m1 * x
