@@ -57,6 +57,17 @@ def test_forecast_on_early_ramp_is_not_saturated():
     assert "Saturation forecast" in fc.summary()
 
 
+def test_pow3_is_fitted_only_to_veto_a_saturation_claim():
+    steps = np.arange(1, 101)
+    ramp = 0.1 + 0.7 * (1 - np.exp(-steps / 200)) + 0.005 * np.cos(steps)
+    fc = forecast_saturation(steps, ramp, total_steps=1000)
+    assert fc.p_saturated_by_now < 0.5 and "pow3" not in fc.fits and not fc.vetoed
+    assert any("pow3: not fitted" in n for n in fc.notes)
+    flat = 0.2 + 0.7 * (1 - np.exp(-np.arange(1, 401) / 30)) + 0.005 * np.cos(np.arange(400))
+    fc = forecast_saturation(np.arange(1, 401), flat, total_steps=500)
+    assert fc.p_saturated_by_now >= 0.5 and fc.fits["pow3"].accepted
+
+
 def test_bic_weights_sum_to_one_and_skip_pow3_and_rejected():
     steps = np.arange(1, 201)
     y = 0.9 - 0.7 * np.exp(-steps / 40)
