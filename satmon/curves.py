@@ -597,7 +597,10 @@ def forecast_saturation(
             draws = _parametric_draws(fits[fam], idx.size, rng)
         with np.errstate(all="ignore"):
             vals = _FUNCS[fam](tuple(draws.T[:, :, None]), t_grid[None, :])
-        paths[idx] = np.where(np.isfinite(vals), vals, fits[fam].predict(grid)[None, :])
+        finite = np.isfinite(vals)
+        # A draw can overflow; its path falls back to the point fit (computed only then).
+        paths[idx] = vals if finite.all() else np.where(finite, vals,
+                                                        fits[fam].predict(grid)[None, :])
         asyms[idx] = draws[:, _ASYMPTOTE[fam]]
     curves_now = paths[:, i_now]
     finals = paths[:, -1]
@@ -651,5 +654,5 @@ def forecast_saturation(
         current_fit=cur_point, remaining_gain=final_point - cur_point,
         remaining_gain_interval=q(gains), p_saturated_by_now=p_sat_now, t_sat_estimate=t_est,
         t_sat_interval=t_int, t_sat_raw_estimate=t_raw, t_sat_raw_interval=t_raw_int,
-        t_sat_samples=tuple(float(v) for v in np.sort(tsat_clean)), vetoed=vetoed,
+        t_sat_samples=tuple(np.sort(tsat_clean).tolist()), vetoed=vetoed,
         noise_sd=sd_raw, notes=notes)

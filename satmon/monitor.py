@@ -2,7 +2,8 @@
 
 Per update the monitor feeds the training reward to three detectors (a slope test whose horizon
 is the remaining budget, linear-segment BOCPD, a residual CUSUM), refits the saturation-curve
-ensemble every ``refit_every`` steps, and on every held-out evaluation recomputes the regime
+ensemble on a schedule (at least ``refit_every`` steps apart, postponed while the rewards since
+the last refit agree with the fitted curve), and on every held-out evaluation recomputes the regime
 evidence and the posterior of the remaining held-out gain. The decision:
 
 * **NON_FINITE** (HALT): more than ``max_non_finite`` consecutive non-finite training rewards,
@@ -70,18 +71,19 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from satmon.curves import FAMILIES, forecast_saturation
+from satmon.curves import FAMILIES, curve_value, forecast_saturation
 from satmon.decision import Action, Decision, Evidence, Phase, Reason
 from satmon.detectors import LinearBOCPD, ResidualCUSUM, SlopeTest
 from satmon.detectors.base import as_step, from_primitive, to_primitive
-from satmon.regime import (CLASSES, _point_variance, classify_regime, heldout_gain_posterior,
-                           wls_slope)
+from satmon.regime import (CLASSES, _features, _gain_posterior, _point_variance,
+                           regime_probabilities, wls_slope)
 from satmon.results import format_number
 from satmon.stopping import (default_halt_threshold, default_patience, p_heldout_gain,
                              stop_features)
@@ -120,6 +122,7 @@ class MonitorConfig:
     eps: float = 0.99
     end_margin: int = 50
     refit_every: int = 25
+    refit_z: float = 2.0
     bootstrap: int = 0
     families: tuple[str, ...] = FAMILIES
     max_non_finite: int = 10
@@ -160,6 +163,8 @@ class MonitorConfig:
                 fail(name, "a float in (0, 1]")
         if not is_num(self.rising_z) or self.rising_z <= 0:
             fail("rising_z", "a float > 0")
+        if not is_num(self.refit_z) or self.refit_z < 0:
+            fail("refit_z", "a float >= 0")
         if self.reward_ceiling is not None and not is_num(self.reward_ceiling):
             fail("reward_ceiling", "a finite float or None")
         if self.flag_threshold > self.halt_threshold:
@@ -221,7 +226,11 @@ class SaturationMonitor:
         The paper's t_sat rule parameters.
     refit_every:
         Minimum steps between saturation-curve refits (refits are also at least 15% of the
-        steps so far and 4% of ``total_steps`` apart).
+        steps so far and 5% of ``total_steps`` apart).
+    refit_z:
+        A due refit is postponed (by at most three gaps) while the training rewards since the
+        last refit agree with the fitted curve: their mean residual is within ``refit_z``
+        standard errors of zero. 0 refits on the schedule alone.
     bootstrap:
         Bootstrap refits per family at each refit.
     families:
@@ -277,6 +286,7 @@ class SaturationMonitor:
         self._non_finite = 0
         self._diverge_streak = 0
         self._range = [math.inf, -math.inf]
+        self._recent = _RecentWindow()
         self._halt_streak = 0
         self._fit: dict[str, Any] = {}
         self._warm: dict[str, list[float]] = {}
@@ -417,8 +427,10 @@ class SaturationMonitor:
         self._train_steps.append(float(step))
         self._train_values.append(value)
         self._train_weights.append(1)
+        self._recent.push(value)
         if len(self._train_steps) > self.config.max_history:
             self._compress_history()
+            self._recent = _RecentWindow(self._train_values)
 
     def _refit_due(self, step: int, new_heldout: bool) -> bool:
         c = self.config
@@ -428,15 +440,42 @@ class SaturationMonitor:
             return True
         # Geometric schedule: refits at least `refit_every` steps and 15% of the steps run so
         # far apart, so the amortized cost per update falls as a run gets longer; and at least
-        # 4% of the planned budget apart, so a run's refit count does not grow with its length
+        # 5% of the planned budget apart, so a run's refit count does not grow with its length
         # (the forecast's horizon is the budget: a few steps more data barely move it). With
         # held-out series a refit waits for the next evaluation, where a decision can use it
         # (unless evaluations are rarer than three refit gaps).
-        gap = max(c.refit_every, int(0.15 * step), int(0.04 * (c.total_steps or 0)))
+        gap = max(c.refit_every, int(0.15 * step), int(0.05 * (c.total_steps or 0)))
         since = step - self._last_refit
         if since < gap:
             return False
-        return new_heldout or not self._heldout or since >= 3 * gap
+        if not (new_heldout or not self._heldout or since >= 3 * gap):
+            return False
+        # A refit costs milliseconds (most of the monitor's time); while the new rewards lie
+        # on the fitted curve it would return nearly the same fit, so it waits, up to a limit.
+        return since >= 4 * gap or not self._fit_agrees()
+
+    def _fit_agrees(self) -> bool:
+        """True when the training rewards since the last refit agree with the fitted curve:
+        their (weighted) mean residual from the ensemble's curve is within ``refit_z``
+        standard errors of zero (the fit's residual sd)."""
+        fit = self._fit
+        params = fit.get("params")
+        z_max = self.config.refit_z
+        if not params or z_max <= 0 or not fit.get("weights"):
+            return False
+        i0 = bisect.bisect_right(self._train_steps, self._last_refit)
+        if len(self._train_steps) - i0 < 5:
+            return False
+        steps = np.asarray(self._train_steps[i0:])
+        w = np.asarray(self._train_weights[i0:], dtype=float)
+        pred = np.zeros(steps.size)
+        for fam, weight in fit["weights"].items():
+            pred += weight * curve_value(fam, params[fam], steps, fit["time_scale"])
+        resid = np.asarray(self._train_values[i0:]) - pred
+        w_sum = float(w.sum())
+        se = max(float(fit.get("noise_sd", math.nan)), 1e-4) / math.sqrt(w_sum)
+        z = abs(float(resid @ w) / w_sum) / se
+        return bool(z < z_max)  # False for a NaN z: refit
 
     def _compress_history(self) -> None:
         # Average adjacent pairs of the older half, keeping recent points at full resolution.
@@ -457,14 +496,17 @@ class SaturationMonitor:
         # The reference excludes the current run of suspect values, so a blow-up does not
         # widen the range it is judged against.
         n_ref = len(self._train_values) - self._diverge_streak
-        vals = self._train_values[max(n_ref - 50, 0):n_ref]
-        if len(vals) < 20:
+        if n_ref < 20:
             self._extend_range(value)
             return
-        # statistics.median on a short list is ~10x cheaper than numpy's per call.
-        med = statistics.median(vals)
-        noise = statistics.median([abs(b - a) for a, b in zip(vals, vals[1:])]) / 0.6745 \
-            / math.sqrt(2)
+        if self._diverge_streak:
+            # Rare: the window ends before the suspect run, which the running window holds.
+            vals = self._train_values[max(n_ref - _DIVERGE_WINDOW, 0):n_ref]
+            med = statistics.median(vals)
+            noise = statistics.median([abs(b - a) for a, b in zip(vals, vals[1:])])
+        else:
+            med, noise = self._recent.medians()
+        noise = noise / 0.6745 / math.sqrt(2)
         noise = max(noise, 0.01 * max(1.0, abs(med)))
         lo, hi = self._range
         span = max(hi - lo, noise)
@@ -505,6 +547,9 @@ class SaturationMonitor:
             "t_sat_raw_estimate": fc.t_sat_raw_estimate,
             "remaining_gain": fc.remaining_gain, "vetoed": fc.vetoed,
             "weights": dict(fc.weights), "noise_sd": fc.noise_sd, "step": step,
+            # The weighted families' curves, for the staleness test of later refits.
+            "params": {k: list(fc.fits[k].params) for k in fc.weights},
+            "time_scale": next((fc.fits[k].time_scale for k in fc.weights), math.nan),
         }
         self._tsat_samples = list(fc.t_sat_samples) if fc.usable else []
 
@@ -707,25 +752,28 @@ class SaturationMonitor:
         dropped = False
         rising = (0.0, 0.0)
         t_sat = float(self._fit.get("t_sat_estimate", math.nan))
+        train_steps = np.asarray(self._train_steps)
+        train_values = np.asarray(self._train_values)
         for h in self._heldout.values():
             if len(h["steps"]) < 3:
                 continue
             x = np.asarray(h["steps"])
             y = np.asarray(h["values"])
             var = _point_variance(y, np.asarray(h["sizes"]))
-            ev = classify_regime(x, y, h["sizes"], train_steps=self._train_steps,
-                                 train_values=self._train_values, since_step=since,
-                                 min_points=c.min_heldout_points, total_steps=total)
-            if ev.probabilities:
+            # The pieces of classify_regime / heldout_gain_posterior on the arrays built once.
+            ev = _features(x, y, var, train_steps, train_values, since, total)
+            # Below min_heldout_points there is no regime call, and no regime features.
+            called = x.size >= c.min_heldout_points
+            if called:
                 n_called += 1
-                for k in CLASSES:
-                    probs[k] += ev.probabilities[k]
+                for k, v in regime_probabilities(ev.features).items():
+                    probs[k] += v
                 for k, v in ev.features.items():
                     feats_sum[k] = feats_sum.get(k, 0.0) + v
-            g = heldout_gain_posterior(x, y, h["sizes"], horizon=horizon,
-                                       min_gain=c.min_heldout_gain, since_step=since)
-            feats = stop_features(regime=ev.features, slope_recent=(g.slope, g.slope_se),
-                                  slope_all=wls_slope(x, y, var), horizon=horizon,
+            g = _gain_posterior(x, y, var, horizon=horizon, min_gain=c.min_heldout_gain,
+                                since_step=since)
+            feats = stop_features(regime=ev.features if called else {}, slope_recent=(g.slope, g.slope_se),
+                                  slope_all=ev.slope_all, horizon=horizon,
                                   total_steps=total, step=step, t_sat=t_sat, p_saturated=p_sat,
                                   n_points=x.size, min_gain=c.min_heldout_gain)
             p = p_heldout_gain(feats)
@@ -738,9 +786,7 @@ class SaturationMonitor:
                         "heldout_slope_se": g.slope_se, "horizon": g.horizon,
                         "heldout_window_points": float(g.n_points)}
                 best.update({f"stop/{k}": v for k, v in feats.items()})
-            k3 = min(3, y.size)
-            roll = np.convolve(y, np.ones(k3) / k3, mode="valid")
-            roll_var = np.convolve(var, np.ones(k3) / k3 ** 2, mode="valid")
+            roll, roll_var = ev.roll, ev.roll_var
             j = int(np.argmax(roll))
             d = float(roll[j] - roll[-1])
             sd = math.sqrt(float(roll_var[j] + roll_var[-1]))
@@ -832,6 +878,7 @@ class SaturationMonitor:
         train = from_primitive(state.get("train", {}))
         self._train_steps = [float(v) for v in train.get("steps", [])]
         self._train_values = [float(v) for v in train.get("values", [])]
+        self._recent = _RecentWindow(self._train_values)
         self._train_weights = [int(v) for v in train.get("weights", [1] * len(
             self._train_steps))]
         self._last_step = int(state.get("last_step", -1))
@@ -863,6 +910,47 @@ class SaturationMonitor:
     def __repr__(self) -> str:
         return (f"SaturationMonitor(total_steps={self.config.total_steps}, "
                 f"last_step={self._last_step}, halted={self.halted})")
+
+
+#: Training rewards in the divergence check's reference window.
+_DIVERGE_WINDOW = 50
+
+
+class _RecentWindow:
+    """The last :data:`_DIVERGE_WINDOW` training rewards, kept sorted along with the absolute
+    differences of consecutive ones, so both medians cost a lookup instead of a sort per update.
+    Same values as ``statistics.median`` over the window (the same middle elements)."""
+
+    def __init__(self, values: Sequence[float] = ()) -> None:
+        self._values: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._diffs: list[float] = []
+        for v in values[-_DIVERGE_WINDOW:]:
+            self.push(v)
+
+    def push(self, value: float) -> None:
+        vals = self._values
+        if len(vals) == _DIVERGE_WINDOW:
+            old = vals.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+            gone = abs(vals[0] - old)
+            del self._diffs[bisect.bisect_left(self._diffs, gone)]
+        if vals:
+            bisect.insort(self._diffs, abs(value - vals[-1]))
+        vals.append(value)
+        bisect.insort(self._sorted, value)
+
+    def medians(self) -> tuple[float, float]:
+        """Median of the values and of the absolute consecutive differences."""
+        return _median_sorted(self._sorted), _median_sorted(self._diffs)
+
+
+def _median_sorted(data: list[float]) -> float:
+    # statistics.median's arithmetic on already sorted data.
+    n = len(data)
+    if n % 2 == 1:
+        return data[n // 2]
+    return (data[n // 2 - 1] + data[n // 2]) / 2
 
 
 def _number(value: Any, what: str) -> float | None:

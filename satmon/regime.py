@@ -62,19 +62,21 @@ FEATURE_CLIP = 8.0
 
 def binomial_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Per-point variance ``p(1-p)/n`` (p clipped to [0.02, 0.98]); NaN where n is unknown."""
-    p = np.clip(values, 0.02, 0.98)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sizes > 0, p * (1 - p) / sizes, np.nan)
+    # np.minimum/np.maximum: np.clip's values at a fraction of its per-call cost (this runs on
+    # every held-out evaluation); sizes of 0 are divided as 1 and then masked.
+    p = np.minimum(np.maximum(values, 0.02), 0.98)
+    known = sizes > 0
+    return np.where(known, p * (1 - p) / np.where(known, sizes, 1.0), np.nan)
 
 
 def _point_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     var = binomial_variance(values, sizes)
-    if np.all(np.isnan(var)):
+    missing = np.isnan(var)
+    if missing.all():
         # Unknown n: a robust scale from successive differences (trend-free), floored.
         d = np.diff(values)
         s = float(np.median(np.abs(d)) / 0.6745 / math.sqrt(2)) if d.size >= 2 else 0.02
         return np.full(values.size, max(s, 0.005) ** 2)
-    missing = np.isnan(var)
     if not missing.any():
         return var
     return np.where(missing, np.nanmedian(var), var)
@@ -86,7 +88,7 @@ def wls_slope(x: np.ndarray, y: np.ndarray, var: np.ndarray) -> tuple[float, flo
     The residual chi-square over its degrees of freedom inflates the variance when it exceeds
     1 (e.g. held-out sampled at temperature, or a curve that bends); it never deflates it.
     """
-    if x.size < 3 or np.ptp(x) == 0:
+    if x.size < 3 or x.max() == x.min():
         return math.nan, math.nan
     w = 1.0 / var
     sw = w.sum()
@@ -154,11 +156,26 @@ def regime_features(steps: Sequence[float], values: Sequence[float], sizes: Sequ
     """
     x = np.asarray(steps, dtype=float)
     y = np.asarray(values, dtype=float)
-    n = np.asarray(sizes, dtype=float)
-    var = _point_variance(y, n)
+    var = _point_variance(y, np.asarray(sizes, dtype=float))
+    return _features(x, y, var, np.asarray(train_steps, dtype=float),
+                     np.asarray(train_values, dtype=float), since_step, total_steps).features
+
+
+@dataclass(frozen=True)
+class _Features:
+    """:func:`regime_features` with the pieces the monitor reuses instead of recomputing."""
+
+    features: dict[str, float]
+    slope_all: tuple[float, float] = (math.nan, math.nan)  # wls_slope over all the points
+    roll: np.ndarray | None = None  # 3-point rolling means of the values
+    roll_var: np.ndarray | None = None  # their variances
+
+
+def _features(x: np.ndarray, y: np.ndarray, var: np.ndarray, ts: np.ndarray, tv: np.ndarray,
+              since_step: float | None, total_steps: float | None) -> _Features:
     out = {f: 0.0 for f in FEATURES}
     if x.size < 3:
-        return out
+        return _Features(out)
     b, se = wls_slope(x, y, var)
     out["z_time"] = b / se if se > 0 else 0.0
     if since_step is not None and math.isfinite(since_step) and np.sum(x >= since_step) >= 4:
@@ -168,8 +185,6 @@ def regime_features(steps: Sequence[float], values: Sequence[float], sizes: Sequ
     if sel.sum() >= 3:
         b2, se2 = wls_slope(x[sel], y[sel], var[sel])
         out["z_recent"] = b2 / se2 if se2 > 0 else 0.0
-    ts = np.asarray(train_steps, dtype=float)
-    tv = np.asarray(train_values, dtype=float)
     if ts.size >= 3:
         r = _smooth_at(ts, tv, x)
         ok = np.isfinite(r)
@@ -185,11 +200,12 @@ def regime_features(steps: Sequence[float], values: Sequence[float], sizes: Sequ
     out["z_drop"] = (best - last) / sd if sd > 0 else 0.0
     out["z_gain"] = (last - y[0]) / math.sqrt(roll_var[-1] + var[0])
     out["z_peak"] = (best - y[0]) / math.sqrt(roll_var[j] + var[0])
-    out = {k2: float(np.clip(v, -FEATURE_CLIP, FEATURE_CLIP)) for k2, v in out.items()}
+    # min/max, not np.clip: the same values (NaN stays NaN) without a numpy call per feature.
+    out = {k2: min(max(float(v), -FEATURE_CLIP), FEATURE_CLIP) for k2, v in out.items()}
     out["log_points"] = math.log(x.size)
     out["elapsed"] = (min(max(float(x[-1]) / float(total_steps), 0.0), 1.0)
                       if total_steps else 0.5)
-    return out
+    return _Features(out, (b, se), roll, roll_var)
 
 
 def regime_probabilities(features: dict[str, float],
@@ -271,10 +287,17 @@ def heldout_gain_posterior(steps: Sequence[float], values: Sequence[float],
     """
     x = np.asarray(steps, dtype=float)
     y = np.asarray(values, dtype=float)
-    n = np.asarray(sizes, dtype=float)
     if x.size < 3:
         return GainPosterior(math.nan, math.nan, horizon, math.nan, int(x.size), math.nan)
-    var = _point_variance(y, n)
+    return _gain_posterior(x, y, _point_variance(y, np.asarray(sizes, dtype=float)),
+                           horizon=horizon, min_gain=min_gain, since_step=since_step,
+                           min_window=min_window)
+
+
+def _gain_posterior(x: np.ndarray, y: np.ndarray, var: np.ndarray, *, horizon: float,
+                    min_gain: float, since_step: float | None, min_window: int = 6
+                    ) -> GainPosterior:
+    """:func:`heldout_gain_posterior` on arrays with the point variances given (>= 3 points)."""
     # Pre-saturation (no since_step) the later half of the points, at least min_window.
     start = x.size - min(max(min_window, x.size // 2), x.size)
     if since_step is not None and math.isfinite(since_step):
