@@ -946,8 +946,10 @@ class _RecentWindow:
 
 
 def _median_sorted(data: list[float]) -> float:
-    # statistics.median's arithmetic on already sorted data.
+    # statistics.median's arithmetic on already sorted data (NaN when empty).
     n = len(data)
+    if n == 0:
+        return math.nan
     if n % 2 == 1:
         return data[n // 2]
     return (data[n // 2 - 1] + data[n // 2]) / 2
