@@ -51,8 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from satmon.datasets import REGIME_LABELS, make_run, make_suite  # noqa: E402
-from satmon.decision import Action  # noqa: E402
-from satmon.detectors import DETECTORS, LinearBOCPD, ResidualCUSUM, SlopeTest  # noqa: E402
+from satmon.detectors import DETECTORS, LinearBOCPD, SlopeTest  # noqa: E402
 from satmon.monitor import SaturationMonitor  # noqa: E402
 from satmon.regime import CLASSES, classify_regime  # noqa: E402
 from satmon.replay import replay  # noqa: E402

@@ -95,7 +95,7 @@ from scipy.stats import qmc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from satmon.datasets import REGIME_LABELS, REGIMES, make_suite  # noqa: E402
+from satmon.datasets import REGIMES, make_suite  # noqa: E402
 from satmon.results import text_table  # noqa: E402
 
 MEMORIZING = ("memorizing", "noisy_label")

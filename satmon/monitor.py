@@ -83,7 +83,7 @@ from satmon.decision import Action, Decision, Evidence, Phase, Reason
 from satmon.detectors import LinearBOCPD, ResidualCUSUM, SlopeTest
 from satmon.detectors.base import as_step, from_primitive, to_primitive
 from satmon.regime import (CLASSES, _features, _gain_posterior, _point_variance,
-                           regime_probabilities, wls_slope)
+                           regime_probabilities)
 from satmon.results import format_number
 from satmon.stopping import (default_halt_threshold, default_patience, p_heldout_gain,
                              stop_features)
@@ -772,7 +772,8 @@ class SaturationMonitor:
                     feats_sum[k] = feats_sum.get(k, 0.0) + v
             g = _gain_posterior(x, y, var, horizon=horizon, min_gain=c.min_heldout_gain,
                                 since_step=since)
-            feats = stop_features(regime=ev.features if called else {}, slope_recent=(g.slope, g.slope_se),
+            feats = stop_features(regime=ev.features if called else {},
+                                  slope_recent=(g.slope, g.slope_se),
                                   slope_all=ev.slope_all, horizon=horizon,
                                   total_steps=total, step=step, t_sat=t_sat, p_saturated=p_sat,
                                   n_points=x.size, min_gain=c.min_heldout_gain)

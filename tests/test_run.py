@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from satmon import HeldoutSeries, Run, Series, clean_series
