@@ -42,7 +42,7 @@ from satmon.datasets import make_suite  # noqa: E402
 from satmon.decision import Phase  # noqa: E402
 from satmon.monitor import MonitorConfig, SaturationMonitor  # noqa: E402
 from satmon.replay import replay  # noqa: E402
-from satmon.stopping import STOP_FEATURES  # noqa: E402
+from satmon.stopping import STOP_FEATURES, stop_score  # noqa: E402
 
 MEMORIZING = {"memorizing", "noisy_label"}
 _SUITES: dict = {}
@@ -120,11 +120,14 @@ def simulate(rows, w, thr, cfg, patience=None):
                 continue
             x = np.array([1.0] + [r[k] for k in STOP_FEATURES])
             p_gain = 1.0 / (1.0 + math.exp(-float(x @ w)))
-            p_stop = 1.0 - p_gain if r["post"] else 0.0
-            score = max(r["p_col"], p_stop) if r["dropped"] else p_stop
-            # The monitor's guard rails (satmon.monitor docstring) veto MEMORIZING/SATURATED.
-            if not r["dropped"] and (r["p_sat"] < cfg.min_p_saturated or (
-                    r["rising_z"] > cfg.rising_z and r["rising_gain"] > cfg.min_heldout_gain)):
+            # The monitor's own rule, guard-rail vetoes included (a veto resets the streak).
+            score, veto = stop_score(
+                p_gain, post=bool(r["post"]), dropped=bool(r["dropped"]), p_collapse=r["p_col"],
+                p_saturated=r["p_sat"], rising_z=r["rising_z"], rising_gain=r["rising_gain"],
+                horizon=r["T"] - r["step"], flag_threshold=cfg.flag_threshold,
+                min_p_saturated=cfg.min_p_saturated, rising_z_limit=cfg.rising_z,
+                min_gain=cfg.min_heldout_gain)
+            if veto:
                 score = 0.0
             streak = streak + 1 if score >= thr else 0
             if score >= thr and streak >= (cfg.patience if patience is None else patience):

@@ -86,7 +86,7 @@ from satmon.regime import (CLASSES, _features, _gain_posterior, _point_variance,
                            regime_probabilities)
 from satmon.results import format_number
 from satmon.stopping import (default_halt_threshold, default_patience, p_heldout_gain,
-                             stop_features)
+                             stop_features, stop_score)
 
 STATE_VERSION = 1
 #: A drop of held-out accuracy (best 3-evaluation mean minus the latest) counts as a collapse
@@ -681,31 +681,26 @@ class SaturationMonitor:
                             "regime", evidence)
         p_gain = self._gain.get("p_heldout_gain", 1.0)
         dropped = self._gain.get("drop_significant", 0.0) > 0
-        p_col = self._regime["collapsing"]
         # The stop score is the calibrated P(no held-out gain > min_heldout_gain over the rest of
         # the budget); it counts only once the training reward has saturated (the reasons it
-        # gives, MEMORIZING and SATURATED, are post-saturation statements).
-        p_stop = 1.0 - p_gain if phase is Phase.POST else 0.0
-        veto = ""
+        # gives, MEMORIZING and SATURATED, are post-saturation statements). Held-out accuracy
+        # more than max(5 points, 3 noise sds) below its best 3-evaluation mean makes it at
+        # least P(collapsing), with the drop as the reason a person needs. Otherwise the guard
+        # rails (module docstring) may veto it: evidence a learned score cannot override.
+        score, veto = stop_score(
+            p_gain, post=phase is Phase.POST, dropped=dropped,
+            p_collapse=self._regime["collapsing"], p_saturated=p_sat,
+            rising_z=self._gain.get("rising_z", 0.0),
+            rising_gain=self._gain.get("rising_gain", 0.0),
+            horizon=self._gain.get("horizon", 1.0), flag_threshold=c.flag_threshold,
+            min_p_saturated=c.min_p_saturated, rising_z_limit=c.rising_z,
+            min_gain=c.min_heldout_gain)
         if dropped:
-            # Held-out accuracy fell by more than max(5 points, 3 noise sds) below its best
-            # 3-evaluation mean: whatever else is true, the reason a person needs is the drop.
-            score, reason = max(p_col, p_stop), Reason.COLLAPSE
+            reason = Reason.COLLAPSE
+        elif self._regime["memorizing"] >= self._regime["generalizing"]:
+            reason = Reason.MEMORIZING
         else:
-            score = p_stop
-            reason = (Reason.MEMORIZING if self._regime["memorizing"] >= self._regime["generalizing"]
-                      else Reason.SATURATED)
-            # Guard rails (module docstring): evidence a learned score cannot override.
-            if score >= c.flag_threshold and p_sat < c.min_p_saturated:
-                veto = (f"P(saturated)={p_sat:.2f} below {c.min_p_saturated:g} (trend and "
-                        "curve fits disagree)")
-            elif score >= c.flag_threshold and self._gain.get("horizon", 1.0) <= 0:
-                veto = "no planned steps left, so no compute to save"
-            elif score >= c.flag_threshold and self._gain.get("rising_z", 0.0) > c.rising_z \
-                    and self._gain.get("rising_gain", 0.0) > c.min_heldout_gain:
-                veto = (f"held-out still rising: slope z={self._gain['rising_z']:.1f} > "
-                        f"{c.rising_z:g}, projected gain {self._gain['rising_gain']:+.3f} > "
-                        f"{c.min_heldout_gain:g} over the remaining budget")
+            reason = Reason.SATURATED
         details["stop_score"] = score
         details["vetoed"] = float(bool(veto))
         if new_heldout:

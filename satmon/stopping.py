@@ -126,6 +126,41 @@ def p_heldout_gain(features: Mapping[str, float],
     return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
 
+def stop_score(p_gain: float, *, post: bool, dropped: bool, p_collapse: float,
+               p_saturated: float, rising_z: float, rising_gain: float, horizon: float,
+               flag_threshold: float, min_p_saturated: float, rising_z_limit: float,
+               min_gain: float) -> tuple[float, str]:
+    """The monitor's stop score at a held-out evaluation and the guard-rail veto on it.
+
+    The score is ``1 - p_gain`` once the training reward has saturated (``post``), else 0; after
+    a significant held-out drop (``dropped``) it is at least ``p_collapse`` and nothing vetoes
+    it. Otherwise a score at or above ``flag_threshold`` is vetoed (see
+    :mod:`satmon.monitor`) when P(saturated) is below ``min_p_saturated``, when no planned steps
+    are left, or when held-out accuracy still rises (``rising_z > rising_z_limit`` with a
+    projected gain above ``min_gain``). One rule for the monitor and its calibration
+    (``benchmarks/_calibrate_stopping.py``).
+
+    Returns
+    -------
+    ``(score, veto)``: ``veto`` is the reason, with its numbers, or ``""``.
+    """
+    p_stop = 1.0 - p_gain if post else 0.0
+    if dropped:
+        return max(p_collapse, p_stop), ""
+    if p_stop < flag_threshold:
+        return p_stop, ""
+    if p_saturated < min_p_saturated:
+        return p_stop, (f"P(saturated)={p_saturated:.2f} below {min_p_saturated:g} (trend and "
+                        "curve fits disagree)")
+    if horizon <= 0:
+        return p_stop, "no planned steps left, so no compute to save"
+    if rising_z > rising_z_limit and rising_gain > min_gain:
+        return p_stop, (f"held-out still rising: slope z={rising_z:.1f} > {rising_z_limit:g}, "
+                        f"projected gain {rising_gain:+.3f} > {min_gain:g} over the remaining "
+                        "budget")
+    return p_stop, ""
+
+
 def default_halt_threshold() -> float:
     """The stop score (``1 - P(gain)``) chosen on the calibration suite for a <= 1% false halt."""
     return float(_stop_model.HALT_THRESHOLD)
@@ -143,4 +178,4 @@ def feature_matrix(rows: Sequence[Mapping[str, float]]) -> np.ndarray:
 
 
 __all__ = ["STOP_FEATURES", "default_halt_threshold", "default_patience", "feature_matrix",
-           "p_heldout_gain", "stop_features"]
+           "p_heldout_gain", "stop_features", "stop_score"]

@@ -8,7 +8,7 @@ import pytest
 
 from satmon import _stop_model
 from satmon.stopping import (STOP_FEATURES, default_halt_threshold, feature_matrix,
-                             p_heldout_gain, stop_features)
+                             p_heldout_gain, stop_features, stop_score)
 
 
 def _features(slope, se=2e-5, step=300, t_sat=100.0, p_sat=0.99):
@@ -54,3 +54,21 @@ def test_calibrated_constants_are_consistent():
 def test_wrong_coefficient_count_names_the_problem():
     with pytest.raises(ValueError, match="intercept"):
         p_heldout_gain(_features(0.0), coefficients=(1.0, 2.0))
+
+
+def test_stop_score_rule_and_vetoes():
+    base = dict(post=True, dropped=False, p_collapse=0.0, p_saturated=0.99, rising_z=0.0,
+                rising_gain=0.0, horizon=100.0, flag_threshold=0.8, min_p_saturated=0.9,
+                rising_z_limit=2.0, min_gain=0.01)
+    assert stop_score(0.05, **base) == (pytest.approx(0.95), "")
+    # Before saturation the score is 0; a low score is never vetoed.
+    assert stop_score(0.05, **{**base, "post": False}) == (0.0, "")
+    assert stop_score(0.5, **{**base, "p_saturated": 0.1})[1] == ""
+    # The three guard rails, each named with its numbers.
+    assert "P(saturated)=0.50 below 0.9" in stop_score(0.05, **{**base, "p_saturated": 0.5})[1]
+    assert "no planned steps left" in stop_score(0.05, **{**base, "horizon": 0.0})[1]
+    veto = stop_score(0.05, **{**base, "rising_z": 3.0, "rising_gain": 0.05})[1]
+    assert "slope z=3.0 > 2" in veto and "+0.050 > 0.01" in veto
+    # A significant drop: at least P(collapsing), and no veto applies.
+    assert stop_score(0.9, **{**base, "dropped": True, "p_collapse": 0.97,
+                              "p_saturated": 0.1}) == (0.97, "")
