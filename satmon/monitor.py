@@ -499,13 +499,11 @@ class SaturationMonitor:
         if n_ref < 20:
             self._extend_range(value)
             return
-        if self._diverge_streak:
-            # Rare: the window ends before the suspect run, which the running window holds.
-            vals = self._train_values[max(n_ref - _DIVERGE_WINDOW, 0):n_ref]
-            med = statistics.median(vals)
-            noise = statistics.median([abs(b - a) for a, b in zip(vals, vals[1:])])
-        else:
-            med, noise = self._recent.medians()
+        # The reference window ends before the suspect run; the running window holds that run
+        # too, so while one is in progress (rarely) the window is built for the call.
+        window = self._recent if not self._diverge_streak else _RecentWindow(
+            self._train_values[max(n_ref - _DIVERGE_WINDOW, 0):n_ref])
+        med, noise = window.medians()
         noise = noise / 0.6745 / math.sqrt(2)
         noise = max(noise, 0.01 * max(1.0, abs(med)))
         lo, hi = self._range
