@@ -196,14 +196,10 @@ def _grid_start(family: str, t: np.ndarray, y: np.ndarray, lb: np.ndarray,
     grid = [np.clip(g, lb[ia + i] * 1.0001 + 1e-12, ub[ia + i] * 0.9999)
             for i, g in enumerate(grid)]
     with np.errstate(all="ignore"):
-        if family == "exp3":
-            b = np.exp(-grid[0][:, None] * t)
-        elif family == "pow3":
-            b = t ** (-grid[0][:, None])
-        elif family == "hill4":
-            b = 1.0 / (1.0 + (grid[0][:, None] / t) ** grid[1][:, None])
-        else:
-            b = np.exp(-((grid[0][:, None] * t) ** grid[1][:, None]))
+        # The shape b is the family itself with its linear part set to (u, v) = (0, 1):
+        # exp3 / pow3 are c - a b (c = 0, a = -1), hill4 / weibull4 put 0 and 1 at the ends.
+        unit = [0.0, -1.0] if family in ("exp3", "pow3") else [0.0, 1.0]
+        b = _FUNCS[family](tuple(unit) + tuple(g[:, None] for g in grid), t)
         # y ~ u + v b, one regression per grid row.
         bc = b - b.mean(axis=1, keepdims=True)
         v = (bc @ (y - y.mean())) / np.maximum(np.einsum("ij,ij->i", bc, bc), 1e-300)
