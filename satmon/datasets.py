@@ -377,3 +377,132 @@ def make_suite(
         out.append(make_run(chosen[i % len(chosen)], seed=seed * 1_000_003 + i, mix=mix,
                             **kwargs))
     return out
+
+
+# -- a second family, different in structure ----------------------------------------------------
+#: Regimes of the lagged family and their classes.
+LAGGED_REGIME_LABELS: dict[str, str] = {
+    "lagged_generalizing": "generalizing",
+    "lagged_memorizing": "memorizing",
+    "delayed_generalization": "generalizing",
+    "lagged_collapse": "collapsing",
+}
+LAGGED_REGIMES: tuple[str, ...] = tuple(LAGGED_REGIME_LABELS)
+
+
+def make_lagged_run(regime: str = "lagged_generalizing", *, seed: int = 0,
+                    name: str | None = None) -> SyntheticRun:
+    """Draw one run of the *lagged* family: a generator that differs from :func:`make_run` in
+    structure, so that a prior fitted on one can be checked on the other.
+
+    * Training progress ``p(t) = 1 - exp(-(t / s)**beta)`` (beta in [0.7, 2.5]) saturating at a
+      drawn step; the logged reward is ``r0 + (rmax - r0) p(t)`` plus Gaussian AR(1) noise of sd
+      0.01-0.15 (small and large GRPO batches), not a binomial batch mean.
+    * Held-out accuracy is a *lagged* function of training progress,
+      ``m0 + G p(t - L)**rho`` (lag L up to 30% of the run), or flat with a drift
+      (``lagged_memorizing``), or a delayed logistic rise long after the reward saturated
+      (``delayed_generalization``), or a rise followed by a logistic drop (``lagged_collapse``).
+    * Evaluation sets of 100-5,000 samples, every 5-50 steps (at least 8 evaluations), with
+      correlated evaluation noise: an AR(1) offset (sd up to 1.5 points) added to the true
+      accuracy before the binomial draw, as from sampled decoding or a drifting judge.
+    * Runs of 100-2,000 steps (log-uniform).
+
+    Returns
+    -------
+    A :class:`SyntheticRun` whose truth has the same fields as :func:`make_run`'s.
+    """
+    if regime not in LAGGED_REGIME_LABELS:
+        raise ValueError(f"The 'regime' parameter must be one of {LAGGED_REGIMES}. "
+                         f"Got {regime!r}.")
+    rng = np.random.default_rng([seed, LAGGED_REGIMES.index(regime), 31337])
+    T = int(round(math.exp(rng.uniform(math.log(100), math.log(2000)))))
+    eval_every = int(min(rng.integers(5, 51), max(T // 8, 1)))
+    n = int(round(math.exp(rng.uniform(math.log(100), math.log(5000)))))
+    beta = float(rng.uniform(0.7, 2.5))
+    fast = regime in ("lagged_memorizing", "delayed_generalization")
+    t_sat = float(rng.uniform(0.05, 0.25) * T if fast else rng.uniform(0.2, 0.8) * T)
+    # p(t_sat) = 0.99: s from (t_sat / s)**beta = -log(0.01).
+    s = t_sat / (-math.log(0.01)) ** (1 / beta)
+    all_steps = np.arange(0, T + 1, dtype=float)
+
+    def progress(t: np.ndarray) -> np.ndarray:
+        return -np.expm1(-np.power(np.maximum(t, 0.0) / s, beta))
+
+    p = progress(all_steps)
+    r0 = float(rng.uniform(0.05, 0.4))
+    rmax = float(rng.uniform(0.85, 1.0) if fast else rng.uniform(0.7, 0.97))
+    train_all = r0 + (rmax - r0) * p
+    m0 = float(rng.uniform(0.05, 0.6))
+    params: dict[str, Any] = {"T": T, "eval_every": eval_every, "heldout_n": n, "beta": beta,
+                              "t_sat": t_sat, "r0": r0, "rmax": rmax, "m0": m0}
+    if regime == "lagged_generalizing":
+        gain = float(rng.uniform(0.04, 0.3))
+        lag = float(rng.uniform(0.0, 0.3) * T)
+        rho = float(rng.uniform(0.6, 1.6))
+        heldout = m0 + gain * np.power(progress(all_steps - lag), rho)
+        params.update(gain=gain, lag=lag, rho=rho)
+    elif regime == "lagged_memorizing":
+        drift = float(rng.uniform(-0.02, 0.005))
+        heldout = m0 + drift * all_steps / T
+        params.update(drift=drift)
+    elif regime == "delayed_generalization":
+        gain = float(rng.uniform(0.04, 0.2))
+        onset = float(rng.uniform(0.1, 0.6) * T)
+        width = float(rng.uniform(0.03, 0.2) * T)
+        heldout = m0 + gain * _sigmoid((all_steps - onset - 2 * width) / width)
+        params.update(gain=gain, onset=onset, width=width)
+    else:  # lagged_collapse
+        gain = float(rng.uniform(0.02, 0.15))
+        drop = float(rng.uniform(0.08, 0.3))
+        t_c = float(t_sat + rng.uniform(0.05, 0.4) * T)
+        width = float(rng.uniform(0.01, 0.05) * T)
+        heldout = m0 + gain * p - drop * _sigmoid((all_steps - t_c) / width)
+        params.update(gain=gain, drop=drop, t_collapse=t_c, width=width)
+    heldout = np.clip(heldout, 0.0, 1.0)
+    remaining = np.maximum.accumulate(heldout[::-1])[::-1] - heldout
+
+    sd = float(rng.uniform(0.01, 0.15))
+    phi = float(rng.uniform(0.0, 0.6))
+    e = np.zeros(T)
+    z = rng.standard_normal(T)
+    e[0] = sd * z[0]
+    for i in range(1, T):
+        e[i] = phi * e[i - 1] + sd * math.sqrt(1 - phi ** 2) * z[i]
+    steps = np.arange(1, T + 1)
+    train_clean = train_all[1:]
+    reward = np.clip(train_clean + e, 0.0, 1.0)
+    zero_std = np.clip(1.0 - 4 * reward * (1 - reward), 0.0, 1.0)
+
+    eval_steps = np.arange(0, T + 1, eval_every)
+    ev_sd = float(rng.uniform(0.0, 0.015))
+    ev_phi = float(rng.uniform(0.0, 0.8))
+    off = np.zeros(eval_steps.size)
+    zz = rng.standard_normal(eval_steps.size)
+    off[0] = ev_sd * zz[0]
+    for i in range(1, off.size):
+        off[i] = ev_phi * off[i - 1] + ev_sd * math.sqrt(1 - ev_phi ** 2) * zz[i]
+    observed = rng.binomial(n, np.clip(heldout[eval_steps] + off, 0.0, 1.0)) / n
+    params.update(reward_sd=sd, reward_ar1=phi, eval_sd=ev_sd, eval_ar1=ev_phi)
+    run = Run(
+        Series("train_reward", steps, reward),
+        heldout={"heldout": HeldoutSeries("heldout", eval_steps, observed, sample_size=n)},
+        aux={"frac_reward_zero_std": Series("frac_reward_zero_std", steps, zero_std)},
+        metadata={"regime": regime, "label": LAGGED_REGIME_LABELS[regime], "seed": seed,
+                  "family": "lagged", "synthetic": True},
+        name=name or f"{regime}-{seed}",
+    )
+    truth = Truth(
+        regime=regime, label=LAGGED_REGIME_LABELS[regime], shape="lagged",
+        t_sat_clean=saturation_step(train_clean, steps),
+        t_sat_noisy=saturation_step(reward, steps), train_clean=train_clean,
+        heldout_clean=heldout, remaining_gain=remaining, params=params)
+    return SyntheticRun(run=run, truth=truth)
+
+
+def make_lagged_suite(n_runs: int, *, seed: int = 0) -> list[SyntheticRun]:
+    """``n_runs`` runs of the lagged family cycling through :data:`LAGGED_REGIMES`; run ``i``
+    uses seed ``seed * 1_000_003 + i``."""
+    if isinstance(n_runs, bool) or not isinstance(n_runs, (int, np.integer)) or n_runs < 1:
+        raise ValueError(f"The 'n_runs' parameter must be an int >= 1. Got {n_runs!r} instead.")
+    return [make_lagged_run(LAGGED_REGIMES[i % len(LAGGED_REGIMES)], seed=seed * 1_000_003 + i)
+            for i in range(n_runs)]

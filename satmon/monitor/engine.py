@@ -3,55 +3,32 @@
 Per update the monitor feeds the training reward to three detectors (a slope test whose horizon
 is the remaining budget, linear-segment BOCPD, a residual CUSUM), refits the saturation-curve
 ensemble on a schedule (at least ``refit_every`` steps apart, postponed while the rewards since
-the last refit agree with the fitted curve), and on every held-out evaluation recomputes the regime
-evidence and the posterior of the remaining held-out gain. The decision:
+the last refit agree with the fitted curve), and on every held-out evaluation recomputes, per
+held-out series, the posterior of the gain still to come
+(:func:`satmon.monitor.posterior.heldout_gain_posterior`). The decision is the pure rule of
+:mod:`satmon.monitor.decide`: HALT when ``P(some series gains min_heldout_gain in the remaining
+planned steps) < risk``, FLAG below ``flag_risk``; NON_FINITE and DIVERGED first. There is no
+gate on P(saturated) and no patience count: the training reward enters the posterior softly,
+through its co-moving shape (a reward still rising makes a held-out rise likely; a saturated
+one predicts none) and through the mechanistic evidence of zero-variance GRPO groups.
 
-* **NON_FINITE** (HALT): more than ``max_non_finite`` consecutive non-finite training rewards,
-  or as many consecutive non-finite values of one held-out benchmark.
-* **DIVERGED** (HALT): ``diverge_patience`` consecutive training rewards outside the range seen
-  so far (widened by its span) and more than ``diverge_sigmas`` noise sds from the recent median.
-* **COLLAPSE**: held-out accuracy more than max(5 points, 3 noise sds) below its best
-  3-evaluation mean; the score is max(P(collapsing), the stop score below).
-* **MEMORIZING** / **SATURATED**: after saturation (P(saturated) >= 0.5), the stop score
-  ``1 - P(held-out gain > min_heldout_gain over the remaining budget | evidence)`` from the
-  calibrated empirical-Bayes model of :mod:`satmon.stopping`; MEMORIZING when the regime
-  evidence favours memorizing over generalizing, else SATURATED. The default
-  ``halt_threshold`` is the one chosen on the calibration suite for a false-halt rate <= 1%.
+A halt is sticky: every later update repeats it.
 
-Guard rails. The stop score comes from a model fitted on synthetic runs, and a learned model
-can be confidently wrong outside its training distribution (a 60-step run near the end of its
-budget, a min_heldout_gain of 5 points). Two vetoes that rest only on the evidence itself are
-applied before any MEMORIZING or SATURATED flag or halt (a vetoed evaluation also resets the
-patience count):
+P(saturated) (reported, and used for the flag without held-out series) is the mean of a trend
+part (the BOCPD segment slope extrapolated over the remaining budget against the tolerance
+``(1 - eps) x level``; the windowed slope test when BOCPD has no posterior yet) and the
+curve-fit part (the share of t_sat samples at or before the step). A reward cannot rise above
+its ceiling: once the training reward has touched ``reward_ceiling`` (default 1.0) and never
+exceeded it, a headroom ``ceiling - level`` below the tolerance makes the trend part 1.
 
-* **not surely saturated**: P(saturated) below ``min_p_saturated`` (default 0.9). P(saturated)
-  averages a trend test with the curve fits, so 0.5 means they disagree: one says the reward
-  still rises by more than the paper's tolerance over the remaining budget.
-* **held-out still rising**: on some benchmark the recent held-out slope (the points since the
-  saturation estimate, at least the last 6; weighted least squares with binomial variances,
-  overdispersion-inflated) has ``z = slope / se > rising_z`` (default 2) and its projection
-  ``slope x remaining steps`` exceeds ``min_heldout_gain``. A run whose held-out accuracy is
-  measurably climbing fast enough to matter is not memorizing and not saturated, whatever a
-  model extrapolates.
+Collapse. A series has *collapsed* when each of its last three evaluations lies more than
+max(5 points, 3 noise sds) below its best 3-evaluation median: a decline over several
+evaluations, never one outlier. It names the reason of a halt; the halt itself is the
+posterior's.
 
-A third, trivial one: at or after the planned last step there is no compute left to save, so
-MEMORIZING and SATURATED are not raised there.
-
-P(saturated) is the mean of a trend part (the BOCPD segment slope extrapolated over the
-remaining budget against the tolerance ``(1 - eps) x level``; the windowed slope test when BOCPD
-has no posterior yet) and the curve-fit part (the share of t_sat samples at or before the step).
-A reward cannot rise above its ceiling: once the training reward has touched
-``reward_ceiling`` (default 1.0) and never exceeded it, a headroom ``ceiling - level`` below the
-tolerance makes the trend part 1, so the slow creep of a reward pinned at 1.0 (0.97 -> 1.0) is
-not read as a gain still to come. A reward seen above the ceiling disables this (unbounded proxy
-rewards).
-
-A score at or above ``flag_threshold`` gives FLAG; at or above ``halt_threshold`` on ``patience``
-consecutive held-out evaluations gives HALT (sticky: every later update repeats it). Nothing is
-flagged or halted before ``warmup_steps`` or with fewer than ``min_heldout_points`` held-out
-evaluations (except NON_FINITE / DIVERGED). Without any held-out series the monitor still
-reports saturation (FLAG SATURATED when sure) and says it cannot call the regime; it halts on
-saturation alone only with ``halt_without_heldout=True``.
+Policy frozen. A step whose ``aux`` has ``frac_reward_zero_std >= frozen_zero_std`` and no
+nonzero ``kl`` is a step at which GRPO's advantages, and so its policy gradient, are zero; the
+count of such steps in a row enters the posterior (rule of succession).
 
 Input policy:
 
@@ -61,7 +38,8 @@ Input policy:
 * A step not above the last training step (a resumed run logging steps again, or an out-of-order
   record) is not fed to the statistics; the previous decision is returned again with this step.
   Held-out values at a step not above that benchmark's last evaluation are ignored likewise.
-* Rewards outside [0, 1] are accepted (proxy rewards are unbounded).
+* Rewards outside [0, 1] are accepted (proxy rewards are unbounded); a reward seen above
+  ``reward_ceiling`` drops the co-moving shape (its normalisation needs a bounded reward).
 * A held-out value is ``(value, n)`` or a bare value (``n`` unknown: its noise is estimated from
   the series itself).
 """
@@ -73,124 +51,37 @@ import math
 import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
-from satmon.curves import FAMILIES, curve_value, forecast_saturation
+from satmon.curves import curve_value, forecast_saturation
 from satmon.decision import Action, Decision, Evidence, Phase, Reason
 from satmon.detectors import LinearBOCPD, ResidualCUSUM, SlopeTest
 from satmon.detectors.base import as_step, from_primitive, to_primitive
-from satmon.regime import (CLASSES, _features, _gain_posterior, _point_variance,
-                           regime_probabilities)
+from satmon.monitor.config import MonitorConfig
+from satmon.monitor.decide import DecisionInput, decide
+from satmon.monitor.posterior import (HeldoutPosterior, default_prior, heldout_gain_posterior,
+                                      point_variance)
+from satmon.regime import CLASSES, _features, _smooth_at, regime_probabilities
 from satmon.results import format_number
-from satmon.stopping import (default_halt_threshold, default_patience, p_heldout_gain,
-                             stop_features, stop_score)
 
-STATE_VERSION = 1
-#: A drop of held-out accuracy (best 3-evaluation mean minus the latest) counts as a collapse
-#: only above this size and above ``_COLLAPSE_SDS`` noise sds: the synthetic memorizing runs
-#: drift down by up to 3 points, collapses drop 10-30.
+STATE_VERSION = 2
+#: A decline counts as a collapse only when each of the last three evaluations is below the
+#: best 3-evaluation median by more than this size and ``_COLLAPSE_SDS`` noise sds of the
+#: difference: the synthetic memorizing runs drift down by up to 3 points, collapses drop 10-30,
+#: and three points each 2 sds low happen by chance about once in 10^5 evaluations.
 _COLLAPSE_DROP = 0.05
-_COLLAPSE_SDS = 3.0
-#: P(saturated) needed to FLAG (or HALT) on saturation alone when there is no held-out series.
-_SAT_SURE = 0.95
+_COLLAPSE_SDS = 2.0
 
 
 def _phi(x: float) -> float:
     """Standard normal CDF (math.erfc: scipy.stats costs ~50 us per scalar call)."""
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
 _UNDETERMINED = {"generalizing": 0.0, "memorizing": 0.0, "collapsing": 0.0, "undetermined": 1.0}
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    """The monitor's immutable, keyword-only configuration (see :class:`SaturationMonitor`)."""
-
-    total_steps: int | None = None
-    warmup_steps: int = 50
-    min_heldout_points: int = 6
-    eval_every: int | None = None
-    flag_threshold: float = 0.8
-    halt_threshold: float = default_halt_threshold()
-    patience: int = default_patience()
-    min_p_saturated: float = 0.9
-    rising_z: float = 2.0
-    reward_ceiling: float | None = 1.0
-    min_heldout_gain: float = 0.01
-    eps: float = 0.99
-    end_margin: int = 50
-    refit_every: int = 25
-    refit_z: float = 2.0
-    bootstrap: int = 0
-    families: tuple[str, ...] = FAMILIES
-    max_non_finite: int = 10
-    diverge_sigmas: float = 12.0
-    diverge_patience: int = 3
-    halt_without_heldout: bool = False
-    halt_on: tuple[str, ...] = tuple(r.value for r in Reason)
-    slope_window: int = 50
-    max_history: int = 4096
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        def fail(name: str, want: str) -> None:
-            raise ValueError(f"The '{name}' parameter of SaturationMonitor must be {want}. "
-                             f"Got {getattr(self, name)!r} instead.")
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
-                v, bool) and math.isfinite(float(v))
-
-        if self.total_steps is not None and (not is_int(self.total_steps) or self.total_steps < 1):
-            fail("total_steps", "an int >= 1 or None")
-        if self.eval_every is not None and (not is_int(self.eval_every) or self.eval_every < 1):
-            fail("eval_every", "an int >= 1 or None")
-        for name, low in (("warmup_steps", 0), ("min_heldout_points", 3), ("patience", 1),
-                          ("end_margin", 0), ("refit_every", 1), ("bootstrap", 0),
-                          ("max_non_finite", 1), ("diverge_patience", 1), ("slope_window", 10),
-                          ("max_history", 64), ("seed", 0)):
-            v = getattr(self, name)
-            if not is_int(v) or v < low:
-                fail(name, f"an int >= {low}")
-        for name in ("flag_threshold", "halt_threshold", "min_p_saturated"):
-            v = getattr(self, name)
-            if not is_num(v) or not 0 < v <= 1:
-                fail(name, "a float in (0, 1]")
-        if not is_num(self.rising_z) or self.rising_z <= 0:
-            fail("rising_z", "a float > 0")
-        if not is_num(self.refit_z) or self.refit_z < 0:
-            fail("refit_z", "a float >= 0")
-        if self.reward_ceiling is not None and not is_num(self.reward_ceiling):
-            fail("reward_ceiling", "a finite float or None")
-        if self.flag_threshold > self.halt_threshold:
-            raise ValueError(f"'flag_threshold' ({self.flag_threshold}) must not exceed "
-                             f"'halt_threshold' ({self.halt_threshold}).")
-        if not is_num(self.eps) or not 0 < self.eps <= 1:
-            fail("eps", "a float in (0, 1]")
-        for name in ("min_heldout_gain", "diverge_sigmas"):
-            v = getattr(self, name)
-            if not is_num(v) or v <= 0:
-                fail(name, "a float > 0")
-        if not isinstance(self.halt_without_heldout, bool):
-            fail("halt_without_heldout", "a bool")
-        fam = tuple(self.families)
-        if not fam or any(f not in FAMILIES for f in fam) or all(f == "pow3" for f in fam):
-            fail("families", f"a non-empty tuple from {FAMILIES} with a saturating family")
-        object.__setattr__(self, "families", fam)
-        valid = tuple(r.value for r in Reason)
-        halt_on = tuple(r.value if isinstance(r, Reason) else r for r in self.halt_on)
-        if any(r not in valid for r in halt_on):
-            fail("halt_on", f"a tuple of reasons from {valid}")
-        object.__setattr__(self, "halt_on", halt_on)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in fields(self)}
 
 
 class SaturationMonitor:
@@ -207,19 +98,22 @@ class SaturationMonitor:
         Held-out evaluations needed before the regime is called.
     eval_every:
         Expected held-out interval (used in messages about missing evaluations).
-    flag_threshold, halt_threshold:
-        Score needed for FLAG / HALT (see the module docstring).
-    patience:
-        Consecutive held-out evaluations at or above ``halt_threshold`` needed to HALT (default:
-        chosen with the threshold on the calibration suite).
-    min_p_saturated:
-        P(saturated) needed before any MEMORIZING or SATURATED flag or halt (guard rail).
-    rising_z:
-        A recent held-out slope with ``z`` above this whose projection over the remaining
-        budget exceeds ``min_heldout_gain`` vetoes MEMORIZING and SATURATED (guard rail).
+    risk:
+        HALT when P(some held-out series gains ``min_heldout_gain`` within the remaining
+        planned steps) is below this (default: chosen on the calibration mixture for a
+        false-halt rate <= 1%; see the README's calibration table).
+    flag_risk:
+        FLAG below this probability.
+    prior:
+        The held-out shape prior (:class:`satmon.monitor.posterior.GainPrior` or a dict of its
+        fields); None: the fitted default.
+    frozen_zero_std:
+        ``frac_reward_zero_std`` at or above which a step (with no nonzero ``kl``) counts as a
+        zero-gradient step; None ignores that evidence.
     reward_ceiling:
-        Highest possible training reward (None: unbounded). Used only once the reward has
-        touched it and never exceeded it (see the module docstring).
+        Highest possible training reward (None: unbounded). It normalises the reward for the
+        co-moving held-out shape, and once the reward has touched it (never exceeded it) a
+        creep below it is not read as a rise still to come (see the module docstring).
     min_heldout_gain:
         Held-out gain (accuracy units; 0.01 = 1 point) that still justifies training.
     eps, end_margin:
@@ -246,6 +140,9 @@ class SaturationMonitor:
     max_history:
         Training points kept for curve fits; beyond it adjacent points are averaged in pairs,
         so memory stays bounded on long runs.
+    decision_history:
+        Decisions kept in :attr:`decisions` (the most recent; older ones are dropped, so a
+        long run's memory stays bounded).
     seed:
         Seed of the bootstrap and simulations (each refit uses ``seed + step``).
 
@@ -287,7 +184,7 @@ class SaturationMonitor:
         self._diverge_streak = 0
         self._range = [math.inf, -math.inf]
         self._recent = _RecentWindow()
-        self._halt_streak = 0
+        self._frozen = 0
         self._fit: dict[str, Any] = {}
         self._warm: dict[str, list[float]] = {}
         self._tsat_samples: list[float] = []
@@ -295,15 +192,19 @@ class SaturationMonitor:
         self._regime: dict[str, float] = dict(_UNDETERMINED)
         self._regime_features: dict[str, float] = {}
         self._gain: dict[str, float] = {}
+        self._posteriors: dict[str, HeldoutPosterior] = {}
+        self._collapsed: dict[str, tuple[float, float]] = {}
+        self._prior = c.prior or default_prior()
         self._halted: Decision | None = None
         self._last_decision: Decision | None = None
-        self._decisions: list[Decision] = []
+        self._decisions: deque[Decision] = deque(maxlen=c.decision_history)
         self._events: list[dict[str, Any]] = []
 
     # -- read-only views ---------------------------------------------------------------------
     @property
     def decisions(self) -> tuple[Decision, ...]:
-        """Decisions returned since construction or the last :meth:`load_state_dict`."""
+        """The last ``decision_history`` decisions returned since construction or the last
+        :meth:`load_state_dict`."""
         return tuple(self._decisions)
 
     @property
@@ -345,6 +246,7 @@ class SaturationMonitor:
         s = as_step(step, "SaturationMonitor")
         value = _number(train_reward, "train_reward")
         parsed = self._parse_heldout(heldout)
+        zero_std = None
         if aux is not None:
             if not isinstance(aux, Mapping):
                 raise TypeError(f"'aux' must be a mapping of name -> number. "
@@ -353,6 +255,8 @@ class SaturationMonitor:
                 fv = _number(v, f"aux[{k!r}]")
                 if fv is not None and math.isfinite(fv):
                     self._aux[str(k)] = fv
+                    if k == "frac_reward_zero_std":
+                        zero_std = fv
         if self._halted is not None:
             return self._record(_restep(self._halted, s))
         if s <= self._last_step and (value is not None or not parsed):
@@ -370,6 +274,12 @@ class SaturationMonitor:
             self._non_finite = 0
             if s > self._last_step:
                 self._add_train(s, value)
+                # Every group at zero reward variance and no KL term: zero advantages, so a
+                # zero policy gradient (the model cannot change at this step).
+                thr = self.config.frozen_zero_std
+                frozen = (thr is not None and zero_std is not None and zero_std >= thr
+                          and abs(self._aux.get("kl", 0.0)) < 1e-12)
+                self._frozen = self._frozen + 1 if frozen else 0
         if self._refit_due(s, new_heldout):
             self._refit(s)
         return self._record(self._decide(s, new_heldout))
@@ -612,197 +522,122 @@ class SaturationMonitor:
 
     def _decide(self, step: int, new_heldout: bool) -> Decision:
         c = self.config
-        details: dict[str, float] = {}
-        # Hard failures first: they do not wait for warm-up.
-        bad_heldout = {k: v for k, v in self._heldout_bad.items() if v >= c.max_non_finite}
-        if self._non_finite > c.max_non_finite or bad_heldout:
-            what = (f"{self._non_finite} consecutive non-finite training rewards"
-                    if self._non_finite > c.max_non_finite else
-                    ", ".join(f"held-out '{k}' non-finite {v} times in a row"
-                              for k, v in bad_heldout.items()))
-            return self._final(step, Reason.NON_FINITE,
-                               f"NON_FINITE at step {step}: {what} (limit {c.max_non_finite})",
-                               Evidence(details={"non_finite": float(self._non_finite)}))
-        if self._diverge_streak >= c.diverge_patience:
-            last = self._train_values[-1] if self._train_values else math.nan
-            return self._final(step, Reason.DIVERGED,
-                               f"DIVERGED at step {step}: training reward {format_number(last)} "
-                               f"outside its range for {self._diverge_streak} steps", Evidence())
         p_sat, parts = self._p_saturated(step)
-        details.update(parts)
+        warm = step < c.warmup_steps or len(self._train_values) < 10
+        phase = Phase.UNKNOWN if warm else (Phase.POST if p_sat >= 0.5 else Phase.PRE)
+        t_est = self._fit.get("t_sat_estimate", math.nan)
+        interval = (self._fit.get("t_sat_low", math.nan), self._fit.get("t_sat_high", math.nan))
+        total = c.total_steps if c.total_steps is not None else 2 * step
+        if new_heldout:
+            since = t_est if phase is Phase.POST and math.isfinite(t_est) else None
+            self._update_heldout_evidence(step, since, total)
+        counts = [len(h["steps"]) for h in self._heldout.values()]
+        inp = DecisionInput(
+            step=step, non_finite=self._non_finite, heldout_non_finite=dict(self._heldout_bad),
+            diverge_streak=self._diverge_streak,
+            last_reward=self._train_values[-1] if self._train_values else math.nan,
+            warm=warm, p_saturated=p_sat, t_sat_estimate=t_est, t_sat_interval=interval,
+            n_heldout=len(self._heldout), min_points=min(counts, default=0),
+            horizon=float(max(total - step, 0)), posteriors=dict(self._posteriors),
+            collapsed=dict(self._collapsed))
+        action, reason, message = decide(inp, c)
+        details: dict[str, float] = dict(parts)
         seg_slope, seg_sd = self._bocpd.segment_slope()
         details.update({
             "slope": self._slope.slope, "slope_se": self._slope.slope_se,
             "bocpd_segment_start": float(self._bocpd.segment_start),
             "bocpd_slope": seg_slope, "bocpd_slope_sd": seg_sd,
             "cusum_upper": self._cusum.upper, "cusum_lower": self._cusum.lower,
+            "frozen_steps": float(self._frozen),
         })
         details.update({f"aux/{k}": v for k, v in self._aux.items()})
         for k, v in self._fit.get("weights", {}).items():
             details[f"weight/{k}"] = v
-        warm = step < c.warmup_steps or len(self._train_values) < 10
-        phase = Phase.UNKNOWN if warm else (Phase.POST if p_sat >= 0.5 else Phase.PRE)
-        t_est = self._fit.get("t_sat_estimate", math.nan)
-        interval = (self._fit.get("t_sat_low", math.nan), self._fit.get("t_sat_high", math.nan))
-        since = t_est if phase is Phase.POST and math.isfinite(t_est) else None
-        if new_heldout:
-            self._update_heldout_evidence(step, since, p_sat)
-        n_points = max((len(h["steps"]) for h in self._heldout.values()), default=0)
+        if self._posteriors:
+            details["p_heldout_gain"] = inp.p_gain
+            # The series that most favours continuing speaks for the run in the summary.
+            post = max(self._posteriors.values(), key=lambda p: p.p_gain)
+            details.update({f"heldout/{k}": v for k, v in post.to_dict().items()})
         details.update(self._gain)
-        details.update({f"regime/{k}": v for k, v in self._regime_features.items()})
+        details["collapsed"] = float(bool(self._collapsed))
         evidence = Evidence(
             phase=phase, p_saturated=p_sat, t_sat_estimate=t_est, t_sat_interval=interval,
             asymptote=self._fit.get("asymptote", math.nan),
             forecast_final=self._fit.get("forecast_final", math.nan),
-            regime=dict(self._regime), heldout_points=n_points,
+            regime=dict(self._regime), heldout_points=max(counts, default=0),
             heldout_slope=self._gain.get("heldout_slope", math.nan), details=details)
-        sat_text = (f"P(saturated)={p_sat:.2f}, t_sat estimate {format_number(t_est)} "
-                    f"[{format_number(interval[0])}, {format_number(interval[1])}]")
-        if warm:
-            return Decision(step, Action.CONTINUE, None,
-                            f"warm-up until step {c.warmup_steps}: {sat_text}", evidence)
-        if not self._heldout:
-            if p_sat >= _SAT_SURE:
-                can_halt = c.halt_without_heldout and Reason.SATURATED.value in c.halt_on
-                msg = (f"SATURATED at step {step}: training reward saturated ({sat_text}); "
-                       "no held-out series, so the regime cannot be called")
-                if can_halt:
-                    return self._final(step, Reason.SATURATED, msg, evidence)
-                return Decision(step, Action.FLAG, Reason.SATURATED, msg, evidence)
-            return Decision(step, Action.CONTINUE, None,
-                            f"{phase.value} ({sat_text}); no held-out series: regime cannot "
-                            "be called", evidence)
-        if n_points < c.min_heldout_points:
-            return Decision(step, Action.CONTINUE, None,
-                            f"{phase.value} ({sat_text}); {n_points} of "
-                            f"{c.min_heldout_points} held-out evaluations needed to call the "
-                            "regime", evidence)
-        p_gain = self._gain.get("p_heldout_gain", 1.0)
-        dropped = self._gain.get("drop_significant", 0.0) > 0
-        # The stop score is the calibrated P(no held-out gain > min_heldout_gain over the rest of
-        # the budget); it counts only once the training reward has saturated (the reasons it
-        # gives, MEMORIZING and SATURATED, are post-saturation statements). Held-out accuracy
-        # more than max(5 points, 3 noise sds) below its best 3-evaluation mean makes it at
-        # least P(collapsing), with the drop as the reason a person needs. Otherwise the guard
-        # rails (module docstring) may veto it: evidence a learned score cannot override.
-        score, veto = stop_score(
-            p_gain, post=phase is Phase.POST, dropped=dropped,
-            p_collapse=self._regime["collapsing"], p_saturated=p_sat,
-            rising_z=self._gain.get("rising_z", 0.0),
-            rising_gain=self._gain.get("rising_gain", 0.0),
-            horizon=self._gain.get("horizon", 1.0), flag_threshold=c.flag_threshold,
-            min_p_saturated=c.min_p_saturated, rising_z_limit=c.rising_z,
-            min_gain=c.min_heldout_gain)
-        if dropped:
-            reason = Reason.COLLAPSE
-        elif self._regime["memorizing"] >= self._regime["generalizing"]:
-            reason = Reason.MEMORIZING
-        else:
-            reason = Reason.SATURATED
-        details["stop_score"] = score
-        details["vetoed"] = float(bool(veto))
-        if new_heldout:
-            self._halt_streak = (self._halt_streak + 1 if score >= c.halt_threshold and not veto
-                                 else 0)
-        horizon = self._gain.get("horizon", math.nan)
-        slope = self._gain.get("heldout_slope", math.nan)
-        held = (f"held-out slope {slope:+.2e}/step over "
-                f"{int(self._gain.get('heldout_window_points', 0))} evaluations (linear "
-                f"projection {slope * horizon:+.3f}), P(gain > {c.min_heldout_gain:g} in the "
-                f"remaining {format_number(horizon)} steps)={p_gain:.3f}")
-        regime_text = ", ".join(f"P({k})={self._regime[k]:.2f}" for k in CLASSES)
-        if veto:
-            return Decision(step, Action.CONTINUE, None,
-                            f"{phase.value} at step {step}: stop score {score:.3f} vetoed, "
-                            f"{veto}; {sat_text}; {held}; {regime_text}", evidence)
-        if reason is Reason.COLLAPSE:
-            body = (f"held-out {self._gain.get('heldout_drop', math.nan):.3f} below its best "
-                    f"3-evaluation mean (noise sd {self._gain.get('heldout_drop_sd', math.nan):.3f};"
-                    f" {regime_text})")
-        else:
-            body = f"{sat_text}; {held}; {regime_text}"
-        msg = f"{reason.name} at step {step}: {body}"
-        if score >= c.halt_threshold and self._halt_streak >= c.patience \
-                and reason.value in c.halt_on:
-            return self._final(step, reason, msg, evidence)
-        if score >= c.flag_threshold:
-            return Decision(step, Action.FLAG, reason, msg + (
-                f" (halt after {c.patience} evaluations at score >= {c.halt_threshold:.3f}; "
-                f"{self._halt_streak} so far)"), evidence)
-        return Decision(step, Action.CONTINUE, None,
-                        f"{phase.value} at step {step}: {sat_text}; {held}; {regime_text}",
-                        evidence)
+        d = Decision(step, action, reason, message, evidence)
+        if action is Action.HALT:
+            self._halted = d
+        return d
 
-    def _update_heldout_evidence(self, step: int, since: float | None, p_sat: float) -> None:
+    def _reward_levels(self, x: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """The training reward at each evaluation, normalised by its ceiling, and its forecast
+        rise over the rest of the budget (None, 0 when the reward is unbounded or unseen)."""
+        top = self.config.reward_ceiling
+        if top is None or top <= 0 or not self._train_values or self._range[1] > top + 1e-6:
+            return None, 0.0
+        ts = np.asarray(self._train_steps)
+        r = _smooth_at(ts, np.asarray(self._train_values), x)
+        ok = np.isfinite(r)
+        if not ok.any():
+            return None, 0.0
+        if not ok.all():
+            # Evaluations between logged steps (or the one before RL): the nearest reward.
+            idx = np.clip(np.searchsorted(ts, x), 0, ts.size - 1)
+            r = np.where(ok, r, np.asarray(self._train_values)[idx])
+        level = statistics.median(self._train_values[-20:])
+        forecast = float(self._fit.get("forecast_final", math.nan))
+        if math.isfinite(forecast):
+            rise = forecast - level
+        else:
+            b = self._slope.slope
+            rise = b * self._slope.remaining(self._last_step) if math.isfinite(b) else 0.0
+        rise = min(max(rise, 0.0), max(top - level, 0.0))
+        return r / top, rise / top
+
+    def _update_heldout_evidence(self, step: int, since: float | None, total: int) -> None:
         c = self.config
-        total = c.total_steps if c.total_steps is not None else 2 * step
-        horizon = max(total - step, 0)
         probs = {k: 0.0 for k in CLASSES}
         n_called = 0
         feats_sum: dict[str, float] = {}
-        best: dict[str, float] | None = None
-        drop = drop_sd = 0.0
-        dropped = False
-        rising = (0.0, 0.0)
-        t_sat = float(self._fit.get("t_sat_estimate", math.nan))
         train_steps = np.asarray(self._train_steps)
         train_values = np.asarray(self._train_values)
-        for h in self._heldout.values():
-            if len(h["steps"]) < 3:
+        slopes = []
+        for name, h in self._heldout.items():
+            if len(h["steps"]) < 2:
                 continue
             x = np.asarray(h["steps"])
             y = np.asarray(h["values"])
-            var = _point_variance(y, np.asarray(h["sizes"]))
-            # The pieces of classify_regime / heldout_gain_posterior on the arrays built once.
+            var = point_variance(y, np.asarray(h["sizes"]))
+            levels, rise = self._reward_levels(x)
+            self._posteriors[name] = heldout_gain_posterior(
+                x, y, variances=var, step=step, total_steps=max(total, step),
+                min_gain=c.min_heldout_gain, prior=self._prior, reward_levels=levels,
+                reward_rise_left=rise, frozen_steps=self._frozen)
+            drop = _collapse_drop(y, var)
+            if drop is not None:
+                self._collapsed[name] = drop
+            else:
+                self._collapsed.pop(name, None)
+            if x.size < 3:
+                continue
+            # The regime call (reported in the evidence; the halt does not use it).
             ev = _features(x, y, var, train_steps, train_values, since, total)
-            # Below min_heldout_points there is no regime call, and no regime features.
-            called = x.size >= c.min_heldout_points
-            if called:
+            slopes.append(ev.slope_all[0])
+            if x.size >= c.min_heldout_points:
                 n_called += 1
                 for k, v in regime_probabilities(ev.features).items():
                     probs[k] += v
                 for k, v in ev.features.items():
                     feats_sum[k] = feats_sum.get(k, 0.0) + v
-            g = _gain_posterior(x, y, var, horizon=horizon, min_gain=c.min_heldout_gain,
-                                since_step=since)
-            feats = stop_features(regime=ev.features if called else {},
-                                  slope_recent=(g.slope, g.slope_se),
-                                  slope_all=ev.slope_all, horizon=horizon,
-                                  total_steps=total, step=step, t_sat=t_sat, p_saturated=p_sat,
-                                  n_points=x.size, min_gain=c.min_heldout_gain)
-            p = p_heldout_gain(feats)
-            # Guard rail (b): the strongest significant recent rise over all benchmarks.
-            if math.isfinite(g.slope) and g.slope_se > 0 and g.slope / g.slope_se > rising[0]:
-                rising = (g.slope / g.slope_se, g.slope * g.horizon)
-            # Several benchmarks: keep the one that most favours continuing.
-            if best is None or p > best["p_heldout_gain"]:
-                best = {"p_heldout_gain": p, "p_gain_linear": g.p_gain, "heldout_slope": g.slope,
-                        "heldout_slope_se": g.slope_se, "horizon": g.horizon,
-                        "heldout_window_points": float(g.n_points)}
-                best.update({f"stop/{k}": v for k, v in feats.items()})
-            roll, roll_var = ev.roll, ev.roll_var
-            j = int(np.argmax(roll))
-            d = float(roll[j] - roll[-1])
-            sd = math.sqrt(float(roll_var[j] + roll_var[-1]))
-            if d > drop:
-                drop, drop_sd = d, sd
-            dropped = dropped or d > max(_COLLAPSE_DROP, _COLLAPSE_SDS * sd)
         if n_called:
             self._regime = {k: v / n_called for k, v in probs.items()}
             self._regime["undetermined"] = 0.0
             self._regime_features = {k: v / n_called for k, v in feats_sum.items()}
-        if best is not None:
-            best.update(heldout_drop=drop, heldout_drop_sd=drop_sd,
-                        drop_significant=float(dropped), rising_z=rising[0],
-                        rising_gain=rising[1])
-            self._gain = best
-
-    def _final(self, step: int, reason: Reason, message: str, evidence: Evidence) -> Decision:
-        if reason.value not in self.config.halt_on:
-            return Decision(step, Action.FLAG, reason, message, evidence)
-        d = Decision(step, Action.HALT, reason, message, evidence)
-        self._halted = d
-        return d
+            self._gain = {f"regime/{k}": v for k, v in self._regime_features.items()}
+        if slopes:
+            self._gain["heldout_slope"] = float(max(slopes))
 
     def _record(self, d: Decision) -> Decision:
         self._last_decision = d
@@ -830,7 +665,9 @@ class SaturationMonitor:
             "non_finite": self._non_finite,
             "diverge_streak": self._diverge_streak,
             "range": to_primitive(self._range),
-            "halt_streak": self._halt_streak,
+            "frozen": self._frozen,
+            "posteriors": {k: p.to_dict() for k, p in self._posteriors.items()},
+            "collapsed": {k: list(v) for k, v in self._collapsed.items()},
             "fit": to_primitive(self._fit),
             "warm": to_primitive(self._warm),
             "tsat_samples": to_primitive(self._tsat_samples),
@@ -887,7 +724,13 @@ class SaturationMonitor:
             rng = [min(self._train_values, default=math.inf),
                    max(self._train_values, default=-math.inf)]
         self._range = [float(rng[0]), float(rng[1])]
-        self._halt_streak = int(state.get("halt_streak", 0))
+        self._frozen = int(state.get("frozen", 0))
+        self._posteriors = {
+            k: HeldoutPosterior(**{f: (int(v) if f == "n_points" else float(v))
+                                   for f, v in from_primitive(p).items()})
+            for k, p in state.get("posteriors", {}).items()}
+        self._collapsed = {k: (float(v[0]), float(v[1]))
+                           for k, v in state.get("collapsed", {}).items()}
         self._fit = from_primitive(state.get("fit", {}))
         self._warm = from_primitive(state.get("warm", {}))
         self._tsat_samples = [float(v) for v in from_primitive(state.get("tsat_samples", []))]
@@ -947,6 +790,20 @@ def _median_sorted(data: list[float]) -> float:
     if n % 2 == 1:
         return data[n // 2]
     return (data[n // 2 - 1] + data[n // 2]) / 2
+
+
+def _collapse_drop(y: np.ndarray, var: np.ndarray) -> tuple[float, float] | None:
+    """``(drop, limit)`` when each of the last three values lies more than ``limit`` below the
+    best 3-value median (a decline over several evaluations, which no single outlier makes),
+    else None."""
+    if y.size < 6:
+        return None
+    windows = np.lib.stride_tricks.sliding_window_view(y, 3)
+    best = float(np.median(windows, axis=1).max())
+    # The median of three has about 0.45 of one point's variance.
+    limit = max(_COLLAPSE_DROP, _COLLAPSE_SDS * math.sqrt(1.45 * float(var[-3:].max())))
+    drop = best - float(y[-3:].max())
+    return (best - float(np.median(y[-3:])), limit) if drop > limit else None
 
 
 def _number(value: Any, what: str) -> float | None:

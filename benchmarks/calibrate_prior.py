@@ -1,0 +1,366 @@
+"""Fit the held-out shape prior and the halt level ``risk`` on a mixture of run families.
+
+Run from the repository root:
+
+    python benchmarks/calibrate_prior.py                 # fit, print the tables
+    python benchmarks/calibrate_prior.py --write         # ... and write satmon/monitor/prior.json
+    python benchmarks/calibrate_prior.py --runs 240      # smaller suites (smoke check)
+
+Families (seeds disjoint from the benchmark's, which uses seed 0):
+
+* ``datasets``: ``satmon.datasets.make_suite(N, seed=100)`` (standard mix, varied noise);
+* ``lagged``: ``satmon.datasets.make_lagged_suite(N, seed=100)`` (held-out a lagged function of
+  training progress, delayed rises, correlated evaluation noise, n 100-5,000, runs of
+  100-2,000 steps, evaluations every 5-50 steps);
+* ``real``: the real logs in ``../shared/real-logs/raw`` that have a held-out series (truth: the
+  later observed held-out; a halt is false when a later evaluation beats the one at the halt by
+  more than max(1 point, 2 standard errors of the difference)).
+
+How. Each run is replayed once through the default monitor (which never halts at the recording
+level ``risk=1e-300``) and every call of the held-out posterior is recorded with its inputs; a
+candidate prior then only recomputes the posteriors (closed form, ~0.1 ms each) and the halt
+step for every ``risk`` on a grid. The monitor's other parts (fits, reward levels, the frozen
+count) do not depend on the prior, so this is exact.
+
+Fit. Coordinate search over the prior's hyperparameters (two rounds over a grid per field); a
+candidate's score is the mean compute saved on memorizing runs over the synthetic families in
+the fit, at the largest ``risk`` on the grid whose false-halt rate is at most 1% in every
+synthetic family and zero on the real logs in the fit. Leave-one-family-out: the fit is
+repeated without each family and scored on it. Printed: the fitted prior, the per-family table
+at the chosen ``risk`` (false halts, saved, regret), the leave-one-out table, and the
+reliability table (posterior bins against the observed frequency of a later gain) per family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import fields, replace
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import satmon.monitor.engine as engine  # noqa: E402
+from satmon.datasets import make_lagged_suite, make_suite  # noqa: E402
+from satmon.monitor.posterior import GainPrior, default_prior, heldout_gain_posterior  # noqa
+from satmon.replay import replay  # noqa: E402
+from satmon.results import text_table  # noqa: E402
+
+MEMORIZING = {"memorizing", "noisy_label", "lagged_memorizing"}
+RISKS = (0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1)
+WARMUP, MIN_POINTS, MIN_GAIN = 50, 6, 0.01
+GRID = {
+    "p_flat": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "p_onset": (0.05, 0.1, 0.2, 0.3),
+    "p_comove": (0.05, 0.1, 0.2, 0.3),
+    "p_delayed": (1e-6, 0.005, 0.02, 0.05),
+    "tau_high": (2.0, 4.0, 8.0),
+    "gain_high": (0.25, 0.4, 0.6),
+    "dispersion_dof": (2.0, 4.0, 8.0, 16.0),
+    "dispersion_floor": (0.05, 0.25, 0.5, 1.0),
+}
+
+
+# -- recording -----------------------------------------------------------------------------------
+def _record_run(sr_or_run, family: str) -> dict:
+    """Replay one run and keep every posterior call's inputs (and the truth at its step)."""
+    calls: list[dict] = []
+    original = engine.heldout_gain_posterior
+
+    def recorder(x, y, **kw):
+        calls.append({"step": float(kw["step"]), "x": np.asarray(x).tolist(),
+                      "y": np.asarray(y).tolist(),
+                      "var": np.asarray(kw["variances"]).tolist(),
+                      "total": float(kw["total_steps"]),
+                      "levels": None if kw["reward_levels"] is None
+                      else np.asarray(kw["reward_levels"]).tolist(),
+                      "rise": float(kw["reward_rise_left"]), "frozen": int(kw["frozen_steps"])})
+        return original(x, y, **kw)
+
+    engine.heldout_gain_posterior = recorder
+    try:
+        if family == "real":
+            run, truth = sr_or_run, None
+        else:
+            run, truth = sr_or_run.run, sr_or_run.truth
+        replay(run, risk=1e-300, flag_risk=1e-300, stop_at_halt=False)
+    finally:
+        engine.heldout_gain_posterior = original
+    steps = sorted({c["step"] for c in calls})
+    by_step = {s: [c for c in calls if c["step"] == s] for s in steps}
+    evals = []
+    for s in steps:
+        cs = by_step[s]
+        # Real runs: the truth comes from the whole observed series (_fix_real_truth).
+        gain_true = truth.remaining_gain_at(int(s)) if truth is not None else 0.0
+        false = gain_true > MIN_GAIN
+        evals.append({"step": s, "calls": cs, "false": bool(false), "gain": float(gain_true),
+                      "n_min": min(len(c["x"]) for c in cs)})
+    regime = truth.regime if truth is not None else "real"
+    return {"family": family, "regime": regime, "name": run.name, "T": float(run.last_step),
+            "evals": evals}
+
+
+def record_family(family: str, n: int, workers: int) -> list[dict]:
+    if family == "datasets":
+        items = make_suite(n, seed=100, mix="standard")
+    elif family == "lagged":
+        items = make_lagged_suite(n, seed=100)
+    else:
+        items = real_runs()
+    with Pool(workers) as pool:
+        return pool.starmap(_record_run, [(it, family) for it in items], chunksize=4)
+
+
+def real_runs():
+    from satmon.analysis import read_run
+
+    out = []
+    for path in sorted(glob.glob(str(REPO.parent / "shared" / "real-logs" / "raw" / "*"))):
+        try:
+            run = read_run(path)
+        except (ValueError, KeyError, TypeError, OSError):
+            continue
+        if run.heldout:
+            out.append(run)
+    return out
+
+
+def _fix_real_truth(rec: dict, run) -> None:
+    """Truth of a real run from its whole observed held-out series: a halt is false when some
+    series' best 3-evaluation mean after the halt beats its 3-evaluation mean at the halt by
+    more than max(1 point, 2 standard errors of that difference). (Means of three, not single
+    points: the maximum of dozens of later noisy points beats any one point by chance.)"""
+    for ev in rec["evals"]:
+        s = ev["step"]
+        false, worst = False, 0.0
+        for series in run.heldout.values():
+            st = np.asarray(series.steps, float)
+            va = np.asarray(series.values, float)
+            before, after = st <= s, st > s
+            if not before.any() or not after.any():
+                continue
+            k = int(before.sum())
+            if k < 3 or int(after.sum()) < 3:
+                continue
+            at = float(va[k - 3:k].mean())
+            gain = float(np.convolve(va[k:], np.ones(3) / 3, mode="valid").max()) - at
+            n = series.sample_size or 0
+            if n:
+                sd = math.sqrt(max(at * (1 - at), 0.02 * 0.98) / n)
+            else:
+                d = np.diff(va)
+                sd = float(np.median(np.abs(d)) / 0.6745 / math.sqrt(2)) if d.size >= 2 else 0.02
+            limit = max(MIN_GAIN, 2 * math.sqrt(2 / 3) * sd)
+            worst = max(worst, gain)
+            false = false or gain > limit
+        ev["false"], ev["gain"] = false, worst
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+_RECORDS: list[dict] = []
+
+
+def _posteriors_for(args):
+    idx, prior_dict = args
+    prior = GainPrior.from_dict(prior_dict)
+    rec = _RECORDS[idx]
+    out = []
+    for ev in rec["evals"]:
+        p_none = 1.0
+        for c in ev["calls"]:
+            post = heldout_gain_posterior(
+                c["x"], c["y"], variances=c["var"], step=c["step"], total_steps=c["total"],
+                min_gain=MIN_GAIN, prior=prior, reward_levels=c["levels"],
+                reward_rise_left=c["rise"], frozen_steps=c["frozen"])
+            p_none *= 1.0 - post.p_gain
+        out.append(1.0 - p_none)
+    return out
+
+
+def posteriors(pool, prior: GainPrior, indices) -> dict[int, list[float]]:
+    pd = prior.to_dict()
+    res = pool.map(_posteriors_for, [(i, pd) for i in indices], chunksize=16)
+    return dict(zip(indices, res))
+
+
+def halts(rec: dict, ps: list[float], risk: float):
+    for ev, p in zip(rec["evals"], ps):
+        if ev["step"] >= WARMUP and ev["n_min"] >= MIN_POINTS and ev["step"] < rec["T"] \
+                and p < risk:
+            return ev
+    return None
+
+
+def score(records, ps, risk):
+    """Per family: false-halt rate, saved on memorizing runs, saved on the rest, regret."""
+    out = {}
+    for fam in sorted({r["family"] for r in records}):
+        rows = [(r, ps[i]) for i, r in enumerate(records) if r["family"] == fam and i in ps]
+        false = saved_mem = saved_other = regret = 0.0
+        n_mem = n_other = 0
+        for r, p in rows:
+            ev = halts(r, p, risk)
+            saved = 0.0 if ev is None else (r["T"] - ev["step"]) / r["T"]
+            if ev is not None:
+                false += ev["false"]
+                regret += 100 * ev["gain"] if fam != "real" else 0.0
+            if r["regime"] in MEMORIZING:
+                saved_mem += saved
+                n_mem += 1
+            else:
+                saved_other += saved
+                n_other += 1
+        out[fam] = {"runs": len(rows), "false": false / max(len(rows), 1),
+                    "n_false": int(false),
+                    "saved_mem": saved_mem / n_mem if n_mem else math.nan,
+                    "saved_other": saved_other / n_other if n_other else math.nan,
+                    "regret": regret / max(len(rows), 1)}
+    return out
+
+
+def best_risk(records, ps, fams):
+    """The largest risk on the grid meeting the false-halt limits on ``fams``, its score."""
+    best = (RISKS[0], -1.0, None)
+    for risk in RISKS:
+        sc = score(records, ps, risk)
+        ok = all(sc[f]["false"] <= 0.01 if f != "real" else sc[f]["n_false"] == 0
+                 for f in fams if f in sc)
+        if not ok:
+            continue
+        syn = [sc[f]["saved_mem"] for f in fams if f != "real" and f in sc]
+        val = float(np.mean(syn)) if syn else 0.0
+        if val > best[1]:
+            best = (risk, val, sc)
+    return best
+
+
+def fit(pool, records, fams, start: GainPrior, log=print):
+    idx = [i for i, r in enumerate(records) if r["family"] in fams]
+    cur = start
+    ps = posteriors(pool, cur, idx)
+    risk, val, _ = best_risk(records, ps, fams)
+    log(f"  start: saved(mem) {val:.3f} at risk {risk}")
+    for rnd in range(2):
+        for name, values in GRID.items():
+            for v in values:
+                if getattr(cur, name) == v:
+                    continue
+                try:
+                    cand = replace(cur, **{name: v})
+                except ValueError:
+                    continue
+                ps_c = posteriors(pool, cand, idx)
+                r_c, val_c, _ = best_risk(records, ps_c, fams)
+                if val_c > val + 1e-4:
+                    cur, val, risk = cand, val_c, r_c
+                    log(f"  round {rnd + 1}: {name}={v} -> saved(mem) {val:.3f} at risk {risk}")
+    return cur, risk, val
+
+
+def reliability(records, ps, fam):
+    bins = ((0, 0.01), (0.01, 0.03), (0.03, 0.1), (0.1, 0.3), (0.3, 0.7), (0.7, 1.0001))
+    pairs = [(p, ev["false"]) for i, r in enumerate(records) if r["family"] == fam and i in ps
+             for ev, p in zip(r["evals"], ps[i])
+             if ev["step"] >= WARMUP and ev["n_min"] >= MIN_POINTS]
+    rows = []
+    for lo, hi in bins:
+        sel = [(p, g) for p, g in pairs if lo <= p < hi]
+        if not sel:
+            rows.append([fam, f"[{lo:g}, {min(hi, 1):g})", "0", "-", "-"])
+            continue
+        rows.append([fam, f"[{lo:g}, {min(hi, 1):g})", str(len(sel)),
+                     f"{np.mean([p for p, _ in sel]):.3f}", f"{np.mean([g for _, g in sel]):.3f}"])
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=1002, help="runs per synthetic family")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--write", action="store_true", help="write satmon/monitor/prior.json")
+    ap.add_argument("--cache", default=str(REPO / "benchmarks" / "results" / "prior-records.json"))
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    cache = Path(args.cache)
+    key = {"runs": args.runs}
+    records = None
+    if cache.exists():
+        raw = json.loads(cache.read_text())
+        if raw.get("key") == key:
+            records = raw["records"]
+            print(f"records from {cache} ({len(records)} runs)")
+    if records is None:
+        records = []
+        for fam in ("datasets", "lagged", "real"):
+            t = time.perf_counter()
+            recs = record_family(fam, args.runs, args.workers)
+            if fam == "real":
+                for rec, run in zip(recs, real_runs()):
+                    _fix_real_truth(rec, run)
+            records += recs
+            print(f"recorded {fam}: {len(recs)} runs in {time.perf_counter() - t:.0f} s")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "records": records}))
+    global _RECORDS
+    _RECORDS = records
+    fams_all = ["datasets", "lagged", "real"]
+    with Pool(args.workers) as pool:
+        print("\nFit on all families:")
+        prior, risk, val = fit(pool, records, fams_all, default_prior())
+        idx_all = list(range(len(records)))
+        ps = posteriors(pool, prior, idx_all)
+        sc = score(records, ps, risk)
+        print(f"\nFitted prior: {prior.to_dict()}\nrisk = {risk}")
+        rows = [[f, str(s["runs"]), f"{s['false']:.4f}", str(s["n_false"]),
+                 f"{s['saved_mem']:.3f}", f"{s['saved_other']:.3f}", f"{s['regret']:.3f}"]
+                for f, s in sc.items()]
+        print("\nTable C1. Fitted on all families, at the fitted risk")
+        print(text_table(["family", "runs", "false-halt", "false halts", "saved (mem)",
+                          "saved (other)", "regret (pts)"], rows))
+        print("\nTable C2. Reliability: P(gain) bins against the observed frequency of a later "
+              "gain (every evaluation after warm-up)")
+        rel = []
+        for f in fams_all:
+            rel += reliability(records, ps, f)
+        print(text_table(["family", "P(gain) bin", "evaluations", "mean P", "observed"], rel))
+        print("\nTable C3. Leave one family out: fitted on the others, scored on it")
+        loo = []
+        for held in fams_all:
+            rest = [f for f in fams_all if f != held]
+            print(f" fit without {held}:")
+            p_l, r_l, _ = fit(pool, records, rest, default_prior(), log=lambda *_: None)
+            ps_l = posteriors(pool, p_l, idx_all)
+            s = score(records, ps_l, r_l)[held]
+            loo.append([held, f"{r_l:g}", f"{s['false']:.4f}", str(s["n_false"]),
+                        f"{s['saved_mem']:.3f}", f"{s['saved_other']:.3f}",
+                        f"{s['regret']:.3f}"])
+        print(text_table(["held-out family", "risk", "false-halt", "false halts",
+                          "saved (mem)", "saved (other)", "regret (pts)"], loo))
+    if args.write:
+        out = {"fields": [f.name for f in fields(GainPrior)], "prior": prior.to_dict(),
+               "risk": risk,
+               "provenance": {"script": "benchmarks/calibrate_prior.py",
+                              "command": "python benchmarks/calibrate_prior.py --write"
+                              + (f" --runs {args.runs}" if args.runs != 1002 else ""),
+                              "families": {"datasets": f"make_suite({args.runs}, seed=100)",
+                                           "lagged": f"make_lagged_suite({args.runs}, seed=100)",
+                                           "real": "../shared/real-logs/raw with held-out"},
+                              "saved_mem": round(val, 4)}}
+        (REPO / "satmon" / "monitor" / "prior.json").write_text(json.dumps(out, indent=2) + "\n")
+        print("\nwrote satmon/monitor/prior.json")
+    print(f"\nwall time {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

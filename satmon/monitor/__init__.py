@@ -1,0 +1,11 @@
+"""The online engine: :class:`SaturationMonitor` and its parts.
+
+``config``     :class:`MonitorConfig`, immutable and keyword-only;
+``posterior``  the held-out gain posterior that drives the halt (:func:`heldout_gain_posterior`);
+``decide``     the pure, priority-ordered decision over typed evidence;
+``engine``     the update loop that gathers the evidence (:class:`SaturationMonitor`).
+"""
+
+from satmon.monitor.engine import MonitorConfig, SaturationMonitor
+
+__all__ = ["MonitorConfig", "SaturationMonitor"]

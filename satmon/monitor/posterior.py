@@ -1,0 +1,397 @@
+"""The posterior of the held-out gain still to come: the one quantity the halt rule uses.
+
+The user's question at a held-out evaluation is "will more steps buy held-out accuracy?". This
+module answers it with an explicit generative model of one held-out series and Bayes' rule:
+
+Shapes (a mixture; ``x`` = steps since the first evaluation)
+    flat      ``m(x) = a``                                      (no change, ever)
+    approach  ``m(x) = a + g * (1 - exp(-x / tau))``            (rising, or falling for g < 0, to
+                                                                 an asymptote ``a + g`` on a time
+                                                                 scale ``tau``)
+    co-moving ``m(x) = a + g * r(x)``                           (held-out moves with the training
+                                                                 reward ``r``, normalised by its
+                                                                 ceiling: the pre-saturation
+                                                                 phase)
+
+Prior
+    ``a`` flat (it is shared by every shape, so it cancels in their comparison); ``g`` uniform on
+    ``[gain_low, gain_high]`` (``[comove_low, comove_high]`` per unit of reward for the
+    co-moving shape); ``tau`` log-uniform on ``[tau_low, tau_high] x T`` (a grid of ``n_tau``
+    values); shape masses ``p_flat``, ``p_comove`` and the rest for the approach shapes.
+
+Likelihood
+    Each evaluation is a proportion of ``n`` samples: the normal approximation of the binomial,
+    variance ``p (1 - p) / n`` at the observed ``p`` (clipped to [0.02, 0.98]); with ``n``
+    unknown, a robust scale from successive differences. The whole variance is scaled by a
+    dispersion ``phi`` estimated from the best-fitting shape's residuals with a scaled
+    inverse-chi-square prior of ``dispersion_dof`` degrees of freedom centred on 1:
+    ``phi = (nu0 + chi2) / (nu0 + N - 2)``. Sampled evaluations (TRL's eval at training
+    temperature) are overdispersed (phi > 1); a greedy score on a fixed set that repeats to the
+    sample is underdispersed (phi < 1): it has not moved, and the posterior says so.
+
+Because every shape is linear in ``(a, g)`` given ``tau``, both integrate in closed form (a
+Gaussian in ``a`` and a truncated Gaussian in ``g``), so a posterior costs O(N x n_tau) for N
+evaluations, with no sampling error. ``tests/test_posterior.py`` checks it against direct
+numerical integration, and against the exact binomial likelihood.
+
+The gain still to come under a shape with ``g`` is ``g x D``: ``D = s(T) - s(now)`` for the
+approach shapes, the forecast remaining rise of the training reward for the co-moving one (its
+soft link to the training curve: while the reward still rises a held-out rise is likely; once it
+saturated, the co-moving shape predicts nothing more). A falling shape gains nothing. The result
+is ``P(gain >= min_gain)``, its expectation and a 95% upper bound.
+
+Mechanistic evidence. A policy-gradient step with every GRPO group at zero reward variance and no
+KL or entropy term leaves the model unchanged; after ``k`` such steps in a row, the chance that
+the next ``H`` steps are all alike is ``(k + 1) / (k + H + 1)`` (Laplace's rule of succession),
+and a frozen policy gains nothing: ``P(gain)`` is multiplied by one minus that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtr
+
+from satmon.detectors.base import check_number
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class GainPrior:
+    """Hyperparameters of the held-out shape prior (see the module docstring).
+
+    The defaults are fitted on the calibration mixture (``benchmarks/calibrate_prior.py``) and
+    stored in ``satmon/monitor/prior.json``; :func:`default_prior` loads them.
+    """
+
+    p_flat: float = 0.5
+    p_comove: float = 0.2
+    p_onset: float = 0.1
+    p_delayed: float = 0.02
+    gain_low: float = -0.3
+    gain_high: float = 0.4
+    comove_low: float = -0.5
+    comove_high: float = 1.0
+    tau_low: float = 0.02
+    tau_high: float = 4.0
+    n_tau: int = 16
+    onset_powers: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)
+    n_delay: int = 12
+    delay_widths: tuple[float, ...] = (0.02, 0.08)
+    dispersion_dof: float = 4.0
+    dispersion_floor: float = 0.05
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "onset_powers", tuple(float(k) for k in self.onset_powers))
+        object.__setattr__(self, "delay_widths", tuple(float(k) for k in self.delay_widths))
+        if not self.delay_widths or any(not k > 0 for k in self.delay_widths):
+            raise ValueError(f"'delay_widths' of GainPrior must be a non-empty tuple of "
+                             f"fractions > 0. Got {self.delay_widths!r}.")
+        check_number(self.n_delay, "n_delay", "GainPrior", low=1, integer=True)
+        if not self.onset_powers or any(not k > 1 for k in self.onset_powers):
+            raise ValueError(f"'onset_powers' of GainPrior must be a non-empty tuple of powers "
+                             f"> 1. Got {self.onset_powers!r}.")
+        for name in ("p_flat", "p_comove", "p_onset", "p_delayed"):
+            check_number(getattr(self, name), name, "GainPrior", low=0.0, high=1.0,
+                         low_open=True)
+        if self.p_flat + self.p_comove + self.p_onset + self.p_delayed >= 1.0:
+            raise ValueError(f"'p_flat' + 'p_comove' + 'p_onset' + 'p_delayed' of GainPrior "
+                             f"must be < 1 (the approach shapes need mass). Got {self.p_flat} + "
+                             f"{self.p_comove} + {self.p_onset} + {self.p_delayed}.")
+        for lo, hi in (("gain_low", "gain_high"), ("comove_low", "comove_high"),
+                       ("tau_low", "tau_high")):
+            check_number(getattr(self, lo), lo, "GainPrior")
+            check_number(getattr(self, hi), hi, "GainPrior")
+            if not getattr(self, lo) < getattr(self, hi):
+                raise ValueError(f"GainPrior needs '{lo}' < '{hi}'. Got {getattr(self, lo)} "
+                                 f"and {getattr(self, hi)}.")
+        if self.gain_high <= 0:
+            raise ValueError(f"'gain_high' of GainPrior must be > 0. Got {self.gain_high}.")
+        check_number(self.tau_low, "tau_low", "GainPrior", low=0.0, low_open=True)
+        check_number(self.n_tau, "n_tau", "GainPrior", low=1, integer=True)
+        check_number(self.dispersion_dof, "dispersion_dof", "GainPrior", low=0.0,
+                     low_open=True)
+        check_number(self.dispersion_floor, "dispersion_floor", "GainPrior", low=0.0,
+                     high=1.0, low_open=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["onset_powers"] = list(self.onset_powers)
+        d["delay_widths"] = list(self.delay_widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> GainPrior:
+        """Build from a mapping (unknown keys raise, naming the valid ones)."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(raw) - set(valid))
+        if unknown:
+            raise ValueError(f"GainPrior got unknown keys {unknown}; valid keys: {valid}.")
+        return cls(**dict(raw))
+
+
+def default_prior() -> GainPrior:
+    """The fitted prior (``satmon/monitor/prior.json``)."""
+    from satmon.monitor import _data
+
+    return GainPrior.from_dict(_data.load("prior.json", list(GainPrior.__dataclass_fields__))
+                               ["prior"])
+
+
+@dataclass(frozen=True)
+class HeldoutPosterior:
+    """The held-out gain posterior of one series at one evaluation.
+
+    Attributes
+    ----------
+    p_gain: P(held-out gain >= min_gain within the remaining planned steps).
+    expected_gain: posterior mean of that gain (accuracy units).
+    gain_upper: its 95% upper bound.
+    p_gained: P(the gain from the first evaluation to now >= min_gain).
+    p_flat: posterior mass of the flat shape.
+    p_falling: posterior probability that the series is falling (g < 0).
+    dispersion: the noise dispersion ``phi`` used.
+    p_frozen: the rule-of-succession chance that the policy stays frozen (0 without evidence).
+    n_points: evaluations used.
+    horizon: remaining planned steps.
+    """
+
+    p_gain: float
+    expected_gain: float
+    gain_upper: float
+    p_gained: float
+    p_flat: float
+    p_falling: float
+    dispersion: float
+    p_frozen: float
+    n_points: int
+    horizon: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+def point_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per-evaluation variance: binomial ``p(1-p)/n`` (p clipped to [0.02, 0.98]); where ``n``
+    is unknown (0), a robust scale from successive differences (floored at 0.005**2), or the
+    median of the known variances when some are known."""
+    values = np.asarray(values, dtype=float)
+    sizes = np.asarray(sizes, dtype=float)
+    p = np.minimum(np.maximum(values, 0.02), 0.98)
+    known = sizes > 0
+    var = np.where(known, p * (1 - p) / np.where(known, sizes, 1.0), np.nan)
+    if known.all():
+        return var
+    if known.any():
+        return np.where(known, var, float(np.median(var[known])))
+    d = np.diff(values)
+    s = float(np.median(np.abs(d)) / 0.6745 / math.sqrt(2)) if d.size >= 2 else 0.02
+    return np.full(values.size, max(s, 0.005) ** 2)
+
+
+def _truncnorm_tail(cut: np.ndarray, mean: np.ndarray, sd: np.ndarray, lo: float, hi: float,
+                    z: np.ndarray) -> np.ndarray:
+    """P(g >= cut) for g ~ N(mean, sd) truncated to [lo, hi] (z: its normaliser)."""
+    c = np.minimum(np.maximum(cut, lo), hi)
+    return np.maximum(ndtr((hi - mean) / sd) - ndtr((c - mean) / sd), 0.0) / z
+
+
+def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: float,
+                           total_steps: float, min_gain: float = 0.01,
+                           prior: GainPrior | None = None, reward_levels: Any = None,
+                           reward_rise_left: float = 0.0, frozen_steps: int = 0,
+                           variances: Any = None) -> HeldoutPosterior:
+    """P(held-out accuracy gains ``min_gain`` or more between ``step`` and ``total_steps``).
+
+    Parameters
+    ----------
+    steps, values, sizes:
+        The series' evaluations so far (steps increasing; ``sizes`` the sample sizes, 0 or None
+        when unknown).
+    step:
+        The current step (the gain is counted from the model's level here).
+    total_steps:
+        The planned last step.
+    min_gain:
+        The gain that still justifies training (accuracy units).
+    prior:
+        Shape prior (default: :func:`default_prior`).
+    reward_levels:
+        Training reward at each evaluation, normalised to [0, 1] by its ceiling (None: no
+        co-moving shape, e.g. an unbounded proxy reward).
+    reward_rise_left:
+        Forecast rise of the normalised training reward from ``step`` to ``total_steps``.
+    frozen_steps:
+        Consecutive recent steps at which the policy gradient was zero (see the module
+        docstring).
+    variances:
+        Per-evaluation variances, overriding ``sizes`` (for callers that already have them).
+
+    Example
+    -------
+    >>> flat = heldout_gain_posterior(range(0, 250, 25), [0.30] * 10, [500] * 10,
+    ...                               step=225, total_steps=500)
+    >>> rising = heldout_gain_posterior(range(0, 250, 25), [0.3 + 0.0004 * s for s in
+    ...                                 range(0, 250, 25)], [500] * 10, step=225, total_steps=500)
+    >>> flat.p_gain < 0.05 < 0.95 < rising.p_gain
+    True
+    """
+    pr = prior or default_prior()
+    x = np.asarray(steps, dtype=float)
+    y = np.asarray(values, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"steps and values must be 1-d and of one length. Got shapes "
+                         f"{x.shape} and {y.shape}.")
+    n = x.size
+    total = float(total_steps)
+    horizon = max(total - float(step), 0.0)
+    if n < 2:
+        return HeldoutPosterior(1.0, math.nan, math.nan, 0.0, pr.p_flat, 0.0, 1.0, 0.0, n,
+                                horizon)
+    if variances is None:
+        sz = np.zeros(n) if sizes is None else np.asarray(sizes, dtype=float)
+        var = point_variance(y, sz)
+    else:
+        var = np.asarray(variances, dtype=float)
+    w = 1.0 / var
+    x0 = x - x[0]
+    now = float(step) - x[0]
+    end = total - x[0]
+    scale_t = max(end, 1.0)
+    taus = scale_t * np.geomspace(pr.tau_low, pr.tau_high, pr.n_tau)
+    # Columns: one per approach time scale, then the co-moving shape.
+    cols = [-np.expm1(-x0[:, None] / taus[None, :])]
+    d_left = [np.exp(-now / taus) - np.exp(-end / taus)]  # s(T) - s(now)
+    d_sofar = [-np.expm1(-now / taus)]                      # s(now) - s(0)
+    lows = [np.full(pr.n_tau, pr.gain_low)]
+    highs = [np.full(pr.n_tau, pr.gain_high)]
+    approach_mass = 1.0 - pr.p_flat - pr.p_comove - pr.p_onset - pr.p_delayed
+    log_prior = [np.full(pr.n_tau, math.log(approach_mass / pr.n_tau))]
+    # Onset shapes: an accelerating rise (x / T)**k, the convex start of a sigmoid learning curve.
+    ks = np.asarray(pr.onset_powers)
+    cols.append((x0[:, None] / scale_t) ** ks[None, :])
+    d_left.append(1.0 - (min(now, scale_t) / scale_t) ** ks)
+    d_sofar.append((min(now, scale_t) / scale_t) ** ks)
+    lows.append(np.full(ks.size, pr.gain_low))
+    highs.append(np.full(ks.size, pr.gain_high))
+    log_prior.append(np.full(ks.size, math.log(pr.p_onset / ks.size)))
+    # Delayed shapes: a logistic rise centred at c (a fraction of the run) of width w, the
+    # generalization that starts long after the reward saturated. With a flat past, the ones
+    # centred in the future stay as likely as their prior: they keep P(gain) up by about
+    # p_delayed x (share of the run left), which is what this mass trades against.
+    centres = np.linspace(0.0, 1.0, pr.n_delay + 1)[1:] * scale_t
+    for wf in pr.delay_widths:
+        wd = wf * scale_t
+
+        def sig(v: np.ndarray | float, wd: float = wd) -> np.ndarray:
+            return 0.5 * (1.0 + np.tanh((np.asarray(v, dtype=float)[..., None] - centres)
+                                        / (2 * wd)))
+        cols.append(sig(x0) - sig(0.0))
+        d_left.append(sig(end) - sig(now))
+        d_sofar.append(sig(now) - sig(0.0))
+        lows.append(np.full(centres.size, pr.gain_low))
+        highs.append(np.full(centres.size, pr.gain_high))
+        log_prior.append(np.full(centres.size, math.log(
+            max(pr.p_delayed, 1e-300) / (centres.size * len(pr.delay_widths)))))
+    if reward_levels is not None:
+        r = np.asarray(reward_levels, dtype=float)
+        if r.shape != x.shape or not np.isfinite(r).all():
+            raise ValueError("reward_levels must be finite and one per evaluation.")
+        cols.append(r[:, None])
+        d_left.append(np.array([max(float(reward_rise_left), 0.0)]))
+        d_sofar.append(np.array([float(r[-1] - r[0])]))
+        lows.append(np.array([pr.comove_low]))
+        highs.append(np.array([pr.comove_high]))
+        log_prior.append(np.array([math.log(pr.p_comove)]))
+    else:
+        # No co-moving shape: its mass goes to the approach shapes.
+        log_prior[0] = np.full(pr.n_tau, math.log((approach_mass + pr.p_comove) / pr.n_tau))
+    S = np.hstack(cols)
+    D = np.concatenate(d_left)
+    D0 = np.concatenate(d_sofar)
+    lo = np.concatenate(lows)
+    hi = np.concatenate(highs)
+    lp = np.concatenate(log_prior)
+
+    # Weighted sufficient statistics, centred (the flat prior on `a` integrates it out).
+    sw = w.sum()
+    yc = y - (w @ y) / sw
+    Sc = S - (w @ S) / sw
+    syy = float(w @ (yc * yc))
+    sss = np.maximum(w @ (Sc * Sc), 1e-12)
+    sys_ = w @ (Sc * yc[:, None])
+    ghat = sys_ / sss
+    q = np.maximum(syy - sys_ * ghat, 0.0)
+    chi2 = min(syy, float(q.min()))
+    phi = max(pr.dispersion_floor,
+              (pr.dispersion_dof + chi2) / (pr.dispersion_dof + max(n - 2, 0)))
+    sd = np.sqrt(phi / sss)
+    zk = np.maximum(ndtr((hi - ghat) / sd) - ndtr((lo - ghat) / sd), 1e-300)
+    log_m = -0.5 * q / phi + np.log(sd) + _LOG_SQRT_2PI + np.log(zk) - np.log(hi - lo) + lp
+    log_m0 = -0.5 * syy / phi + math.log(pr.p_flat)
+    top = max(float(log_m.max()), log_m0)
+    wk = np.exp(log_m - top)
+    w0 = math.exp(log_m0 - top)
+    norm = w0 + float(wk.sum())
+    wk /= norm
+    w0 /= norm
+
+    def tail(cut_gain: float, lever: np.ndarray) -> float:
+        # P(g x lever >= cut_gain), summed over the non-flat shapes (the flat one gains 0).
+        with np.errstate(divide="ignore"):
+            cut = np.where(lever > 0, cut_gain / np.where(lever > 0, lever, 1.0), np.inf)
+        t = np.zeros_like(lever)
+        ok = (lever > 0) & (cut < hi)
+        if ok.any():
+            c = np.maximum(cut[ok], lo[ok])
+            t[ok] = np.maximum(ndtr((hi[ok] - ghat[ok]) / sd[ok])
+                               - ndtr((c - ghat[ok]) / sd[ok]), 0.0) / zk[ok]
+        return float(wk @ t)
+
+    p_frozen = 0.0
+    if frozen_steps > 0 and horizon > 0:
+        p_frozen = (frozen_steps + 1) / (frozen_steps + horizon + 1)
+    alive = 1.0 - p_frozen
+    if horizon <= 0:
+        p_gain = 0.0
+        expected = upper = 0.0
+    else:
+        p_gain = alive * tail(min_gain, D)
+        # E[max(g, 0)] per shape (truncated normal on [max(lo, 0), hi]).
+        a0 = (np.maximum(lo, 0.0) - ghat) / sd
+        b0 = (hi - ghat) / sd
+        mass = np.maximum(ndtr(b0) - ndtr(a0), 0.0)
+        dens = (np.exp(-0.5 * a0 ** 2) - np.exp(-0.5 * b0 ** 2)) / math.sqrt(2 * math.pi)
+        e_pos = (ghat * mass + sd * dens) / zk
+        expected = alive * float(wk @ (np.maximum(e_pos, 0.0) * D))
+        upper = _upper_bound(lambda g: alive * tail(g, D), float((hi * D).max()), 0.05)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_falling = float(wk @ np.minimum(
+            np.maximum(ndtr((0.0 - ghat) / sd) - ndtr((lo - ghat) / sd), 0.0) / zk, 1.0))
+    return HeldoutPosterior(
+        p_gain=float(min(max(p_gain, 0.0), 1.0)), expected_gain=expected, gain_upper=upper,
+        p_gained=tail(min_gain, D0), p_flat=float(w0), p_falling=p_falling,
+        dispersion=float(phi), p_frozen=float(p_frozen), n_points=int(n), horizon=horizon)
+
+
+def _upper_bound(tail, top: float, level: float) -> float:
+    """The gain ``x`` with ``tail(x) = level`` (bisection on [0, top]; 0 if tail(0+) <= level)."""
+    if top <= 0 or tail(1e-9) <= level:
+        return 0.0
+    lo, hi = 0.0, top
+    for _ in range(20):
+        mid = 0.5 * (lo + hi)
+        if tail(mid) > level:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+__all__ = ["GainPrior", "HeldoutPosterior", "default_prior", "heldout_gain_posterior",
+           "point_variance"]
