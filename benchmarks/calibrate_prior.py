@@ -12,6 +12,8 @@ Families (seeds disjoint from the benchmark's, which uses seed 0):
 * ``lagged``: ``satmon.datasets.make_lagged_suite(N, seed=100)`` (held-out a lagged function of
   training progress, delayed rises, correlated evaluation noise, n 100-5,000, runs of
   100-2,000 steps, evaluations every 5-50 steps);
+* ``lab``: the committed lab sweep in ``benchmarks/lab_runs`` (27 real GRPO runs of the CPU
+  miniature, greedy held-out on 256 prompts every 10 steps; truth as for ``real``);
 * ``real``: the real logs in ``../shared/real-logs/raw`` that have a held-out series (truth: the
   later observed held-out; a halt is false when a later evaluation beats the one at the halt by
   more than max(1 point, 2 standard errors of the difference)).
@@ -22,10 +24,14 @@ candidate prior then only recomputes the posteriors (closed form, ~0.1 ms each) 
 step for every ``risk`` on a grid. The monitor's other parts (fits, reward levels, the frozen
 count) do not depend on the prior, so this is exact.
 
-Fit. Coordinate search over the prior's hyperparameters (two rounds over a grid per field); a
-candidate's score is the mean compute saved on memorizing runs over the synthetic families in
-the fit, at the largest ``risk`` on the grid whose false-halt rate is at most 1% in every
-synthetic family and zero on the real logs in the fit. Leave-one-family-out: the fit is
+Fit. Coordinate search over the prior's shape masses, time-scale range and dispersion prior (two
+rounds over a grid per field; one round in the leave-one-out fits). The bounds of the gain
+(``gain_low``, ``gain_high``: -50 to +80 points) are generic, not fitted: the synthetic families
+never gain more than 30 points, and a prior fitted to that would halt a real run whose held-out
+accuracy climbs 50 points (format learning does). A
+candidate's score is the mean compute saved on memorizing runs over the families in the fit
+that have them (synthetic and lab), at the largest ``risk`` on the grid whose false-halt rate is at most 1% in every
+synthetic family and zero on the lab and real runs in the fit. Leave-one-family-out: the fit is
 repeated without each family and scored on it. Printed: the fitted prior, the per-family table
 at the chosen ``risk`` (false halts, saved, regret), the leave-one-out table, and the
 reliability table (posterior bins against the observed frequency of a later gain) per family.
@@ -56,7 +62,10 @@ from satmon.replay import replay  # noqa: E402
 from satmon.results import text_table  # noqa: E402
 
 MEMORIZING = {"memorizing", "noisy_label", "lagged_memorizing"}
-RISKS = (0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1)
+#: Families whose truth is the later observed held-out series (no generator to ask).
+OBSERVED = ("lab", "real")
+FAMILIES = ("datasets", "lagged", "lab", "real")
+RISKS = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1)
 WARMUP, MIN_POINTS, MIN_GAIN = 50, 6, 0.01
 GRID = {
     "p_flat": (0.3, 0.4, 0.5, 0.6, 0.7),
@@ -64,7 +73,7 @@ GRID = {
     "p_comove": (0.05, 0.1, 0.2, 0.3),
     "p_delayed": (1e-6, 0.005, 0.02, 0.05),
     "tau_high": (2.0, 4.0, 8.0),
-    "gain_high": (0.25, 0.4, 0.6),
+    "p_lead": (0.1, 0.3, 0.5),
     "dispersion_dof": (2.0, 4.0, 8.0, 16.0),
     "dispersion_floor": (0.05, 0.25, 0.5, 1.0),
 }
@@ -88,7 +97,7 @@ def _record_run(sr_or_run, family: str) -> dict:
 
     engine.heldout_gain_posterior = recorder
     try:
-        if family == "real":
+        if family in OBSERVED:
             run, truth = sr_or_run, None
         else:
             run, truth = sr_or_run.run, sr_or_run.truth
@@ -105,7 +114,7 @@ def _record_run(sr_or_run, family: str) -> dict:
         false = gain_true > MIN_GAIN
         evals.append({"step": s, "calls": cs, "false": bool(false), "gain": float(gain_true),
                       "n_min": min(len(c["x"]) for c in cs)})
-    regime = truth.regime if truth is not None else "real"
+    regime = truth.regime if truth is not None else str(run.metadata.get("setting", family))
     return {"family": family, "regime": regime, "name": run.name, "T": float(run.last_step),
             "evals": evals}
 
@@ -115,10 +124,21 @@ def record_family(family: str, n: int, workers: int) -> list[dict]:
         items = make_suite(n, seed=100, mix="standard")
     elif family == "lagged":
         items = make_lagged_suite(n, seed=100)
+    elif family == "lab":
+        items = lab_runs()
     else:
         items = real_runs()
     with Pool(workers) as pool:
         return pool.starmap(_record_run, [(it, family) for it in items], chunksize=4)
+
+
+def lab_runs():
+    """The committed lab sweep (benchmarks/lab_runs): real GRPO runs of the miniature, greedy
+    held-out on 256 prompts, evaluated every 10 steps."""
+    from satmon.lab.runner import read_lab_run
+
+    return [read_lab_run(p.parent) for p in sorted((REPO / "benchmarks" / "lab_runs").glob(
+        "*/s*/curves.csv"))]
 
 
 def real_runs():
@@ -131,8 +151,28 @@ def real_runs():
         except (ValueError, KeyError, TypeError, OSError):
             continue
         if run.heldout:
-            out.append(run)
+            out.append(with_known_sizes(run))
     return out
+
+
+#: Held-out sets whose size is known though the logs do not say it (GSM8K's test split, which
+#: verl validates on).
+KNOWN_SIZES = {"gsm8k": 1319}
+
+
+def with_known_sizes(run):
+    """The run with the sample size of a known held-out set filled in where the log lacks it."""
+    from dataclasses import replace as dc_replace
+
+    from satmon.run import Run
+
+    held = {}
+    for name, series in run.heldout.items():
+        n = next((v for k, v in KNOWN_SIZES.items() if k in name.lower()), None)
+        held[name] = (dc_replace(series, sample_size=n) if series.sample_size is None and n
+                      else series)
+    return Run(run.train_reward, heldout=held, aux=run.aux, metadata=run.metadata,
+               name=run.name)
 
 
 def _fix_real_truth(rec: dict, run) -> None:
@@ -213,7 +253,7 @@ def score(records, ps, risk):
             saved = 0.0 if ev is None else (r["T"] - ev["step"]) / r["T"]
             if ev is not None:
                 false += ev["false"]
-                regret += 100 * ev["gain"] if fam != "real" else 0.0
+                regret += 100 * ev["gain"] if fam not in OBSERVED else 0.0
             if r["regime"] in MEMORIZING:
                 saved_mem += saved
                 n_mem += 1
@@ -228,29 +268,35 @@ def score(records, ps, risk):
     return out
 
 
+def objective(sc, fams):
+    """Mean saved (mem) over the fitted families that have memorizing runs, less a penalty for
+    every false halt beyond the limits (1% of a synthetic family, none on observed runs), so
+    the search moves toward feasibility from anywhere."""
+    saved = [sc[f]["saved_mem"] for f in fams
+             if f != "real" and f in sc and math.isfinite(sc[f]["saved_mem"])]
+    excess = sum(max(sc[f]["false"] - 0.01, 0.0) * 10 if f not in OBSERVED
+                 else 0.05 * sc[f]["n_false"] for f in fams if f in sc)
+    return (float(np.mean(saved)) if saved else 0.0) - excess, excess == 0
+
+
 def best_risk(records, ps, fams):
-    """The largest risk on the grid meeting the false-halt limits on ``fams``, its score."""
-    best = (RISKS[0], -1.0, None)
+    """The risk on the grid with the best objective (feasible ones first), and its score."""
+    best = (RISKS[0], -math.inf, None, False)
     for risk in RISKS:
         sc = score(records, ps, risk)
-        ok = all(sc[f]["false"] <= 0.01 if f != "real" else sc[f]["n_false"] == 0
-                 for f in fams if f in sc)
-        if not ok:
-            continue
-        syn = [sc[f]["saved_mem"] for f in fams if f != "real" and f in sc]
-        val = float(np.mean(syn)) if syn else 0.0
-        if val > best[1]:
-            best = (risk, val, sc)
+        val, feasible = objective(sc, fams)
+        if (feasible, val) > (best[3], best[1]):
+            best = (risk, val, sc, feasible)
     return best
 
 
-def fit(pool, records, fams, start: GainPrior, log=print):
+def fit(pool, records, fams, start: GainPrior, log=print, rounds: int = 2):
     idx = [i for i, r in enumerate(records) if r["family"] in fams]
     cur = start
     ps = posteriors(pool, cur, idx)
-    risk, val, _ = best_risk(records, ps, fams)
-    log(f"  start: saved(mem) {val:.3f} at risk {risk}")
-    for rnd in range(2):
+    risk, val, _, feas = best_risk(records, ps, fams)
+    log(f"  start: objective {val:.3f} at risk {risk} ({'feasible' if feas else 'infeasible'})")
+    for rnd in range(rounds):
         for name, values in GRID.items():
             for v in values:
                 if getattr(cur, name) == v:
@@ -260,10 +306,11 @@ def fit(pool, records, fams, start: GainPrior, log=print):
                 except ValueError:
                     continue
                 ps_c = posteriors(pool, cand, idx)
-                r_c, val_c, _ = best_risk(records, ps_c, fams)
-                if val_c > val + 1e-4:
-                    cur, val, risk = cand, val_c, r_c
-                    log(f"  round {rnd + 1}: {name}={v} -> saved(mem) {val:.3f} at risk {risk}")
+                r_c, val_c, _, feas_c = best_risk(records, ps_c, fams)
+                if (feas_c, val_c) > (feas, val + 1e-4):
+                    cur, val, risk, feas = cand, val_c, r_c, feas_c
+                    log(f"  round {rnd + 1}: {name}={v} -> objective {val:.3f} at risk {risk}"
+                        f" ({'feasible' if feas else 'infeasible'})")
     return cur, risk, val
 
 
@@ -285,7 +332,7 @@ def reliability(records, ps, fam):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=1002, help="runs per synthetic family")
+    ap.add_argument("--runs", type=int, default=400, help="runs per synthetic family")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--write", action="store_true", help="write satmon/monitor/prior.json")
     ap.add_argument("--cache", default=str(REPO / "benchmarks" / "results" / "prior-records.json"))
@@ -301,11 +348,11 @@ def main(argv=None) -> int:
             print(f"records from {cache} ({len(records)} runs)")
     if records is None:
         records = []
-        for fam in ("datasets", "lagged", "real"):
+        for fam in FAMILIES:
             t = time.perf_counter()
             recs = record_family(fam, args.runs, args.workers)
-            if fam == "real":
-                for rec, run in zip(recs, real_runs()):
+            if fam in OBSERVED:
+                for rec, run in zip(recs, lab_runs() if fam == "lab" else real_runs()):
                     _fix_real_truth(rec, run)
             records += recs
             print(f"recorded {fam}: {len(recs)} runs in {time.perf_counter() - t:.0f} s")
@@ -313,7 +360,7 @@ def main(argv=None) -> int:
         cache.write_text(json.dumps({"key": key, "records": records}))
     global _RECORDS
     _RECORDS = records
-    fams_all = ["datasets", "lagged", "real"]
+    fams_all = list(FAMILIES)
     with Pool(args.workers) as pool:
         print("\nFit on all families:")
         prior, risk, val = fit(pool, records, fams_all, default_prior())
@@ -338,7 +385,8 @@ def main(argv=None) -> int:
         for held in fams_all:
             rest = [f for f in fams_all if f != held]
             print(f" fit without {held}:")
-            p_l, r_l, _ = fit(pool, records, rest, default_prior(), log=lambda *_: None)
+            p_l, r_l, _ = fit(pool, records, rest, default_prior(), log=lambda *_: None,
+                              rounds=1)
             ps_l = posteriors(pool, p_l, idx_all)
             s = score(records, ps_l, r_l)[held]
             loo.append([held, f"{r_l:g}", f"{s['false']:.4f}", str(s["n_false"]),
@@ -351,7 +399,7 @@ def main(argv=None) -> int:
                "risk": risk,
                "provenance": {"script": "benchmarks/calibrate_prior.py",
                               "command": "python benchmarks/calibrate_prior.py --write"
-                              + (f" --runs {args.runs}" if args.runs != 1002 else ""),
+                              + (f" --runs {args.runs}" if args.runs != 400 else ""),
                               "families": {"datasets": f"make_suite({args.runs}, seed=100)",
                                            "lagged": f"make_lagged_suite({args.runs}, seed=100)",
                                            "real": "../shared/real-logs/raw with held-out"},

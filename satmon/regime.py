@@ -27,10 +27,8 @@ end-of-run calls together is under-confident at the end of a run, where the evid
 clearest, and a single temperature cannot fix both ends. Rerun
 the script after changing the features: it rewrites the module.
 
-The remaining-gain posterior (:func:`heldout_gain_posterior`) is the quantity the halt rule uses:
-the probability that held-out accuracy still gains more than ``min_gain`` over the remaining
-budget, extrapolating the recent slope linearly (optimistic for the concave curves seen in
-practice, so it errs toward continuing).
+The regime call is reported with every decision; the halt itself rests on the held-out gain
+posterior of :mod:`satmon.monitor.posterior`.
 """
 
 from __future__ import annotations
@@ -253,65 +251,3 @@ def classify_regime(steps: Sequence[float], values: Sequence[float], sizes: Sequ
                             train_values=train_values, since_step=since_step,
                             total_steps=total_steps)
     return RegimeEvidence(n_points, feats, regime_probabilities(feats))
-
-
-@dataclass(frozen=True)
-class GainPosterior:
-    """Posterior of the held-out gain over the remaining budget (linear extrapolation).
-
-    Attributes
-    ----------
-    slope, slope_se: recent held-out slope per step and its standard error.
-    horizon: remaining steps used.
-    p_gain: P(slope x horizon > min_gain).
-    n_points: points in the regression.
-    from_step: first step of the regression window.
-    """
-
-    slope: float
-    slope_se: float
-    horizon: float
-    p_gain: float
-    n_points: int
-    from_step: float
-
-
-def heldout_gain_posterior(steps: Sequence[float], values: Sequence[float],
-                           sizes: Sequence[float], *, horizon: float, min_gain: float = 0.01,
-                           since_step: float | None = None, min_window: int = 6
-                           ) -> GainPosterior:
-    """P(held-out accuracy gains more than ``min_gain`` over the next ``horizon`` steps).
-
-    The slope comes from the points at or after ``since_step`` (the saturation estimate) - at
-    least the last ``min_window`` points - under a flat prior, with binomial point variances.
-    """
-    x = np.asarray(steps, dtype=float)
-    y = np.asarray(values, dtype=float)
-    if x.size < 3:
-        return GainPosterior(math.nan, math.nan, horizon, math.nan, int(x.size), math.nan)
-    return _gain_posterior(x, y, _point_variance(y, np.asarray(sizes, dtype=float)),
-                           horizon=horizon, min_gain=min_gain, since_step=since_step,
-                           min_window=min_window)
-
-
-def _gain_posterior(x: np.ndarray, y: np.ndarray, var: np.ndarray, *, horizon: float,
-                    min_gain: float, since_step: float | None, min_window: int = 6
-                    ) -> GainPosterior:
-    """:func:`heldout_gain_posterior` on arrays with the point variances given (>= 3 points)."""
-    # Pre-saturation (no since_step) the later half of the points, at least min_window.
-    start = x.size - min(max(min_window, x.size // 2), x.size)
-    if since_step is not None and math.isfinite(since_step):
-        start = min(start, int(np.searchsorted(x, since_step)))
-    b, se = wls_slope(x[start:], y[start:], var[start:])
-    if not math.isfinite(b):
-        return GainPosterior(math.nan, math.nan, horizon, math.nan, int(x.size - start),
-                             float(x[start]))
-    h = max(float(horizon), 0.0)
-    if h == 0:
-        p = 0.0
-    else:
-        # Normal tail by math.erfc (scipy's norm.sf costs ~60 us a call; this runs on every
-        # held-out evaluation).
-        p = 0.5 * math.erfc((min_gain / h - b) / se / math.sqrt(2.0)) if se > 0 else \
-            float(b * h > min_gain)
-    return GainPosterior(b, se, h, p, int(x.size - start), float(x[start]))

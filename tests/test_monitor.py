@@ -46,7 +46,7 @@ def test_split_resume_gives_identical_decisions(regime, split):
     first = SaturationMonitor(**kw)
     got = [_key(d) for d in _feed(first, run, stop=split)]
     state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
-    assert state["version"] == 1
+    assert state["version"] == 2
     second = SaturationMonitor(**kw)
     second.load_state_dict(state)
     got += [_key(d) for d in _feed(second, run, start=split)]
@@ -62,6 +62,7 @@ def test_decision_fields_and_message_numbers():
     assert abs(sum(last.evidence.regime.values()) - 1) < 1e-9
     assert any(ch.isdigit() for ch in last.message)
     assert mon.decisions[-1] is last and isinstance(mon.decisions, tuple)
+    assert "P(gain >= 1 pt" in last.message and "evaluations" in last.message
     assert last.evidence.heldout_points >= 6
     assert all(math.isfinite(v) for v in last.metrics().values())
     json.dumps(last.to_dict())
@@ -154,8 +155,11 @@ def test_halt_without_heldout_knob():
 
 @pytest.mark.parametrize("kwargs,err,match", [
     ({"total_steps": 0}, ValueError, "total_steps"),
-    ({"flag_threshold": 0.99, "halt_threshold": 0.9}, ValueError, "flag_threshold"),
-    ({"patience": 0}, ValueError, "patience"),
+    ({"risk": 0.2, "flag_risk": 0.1}, ValueError, "flag_risk"),
+    ({"risk": 1.0}, ValueError, "risk"),
+    ({"frozen_zero_std": 1.5}, ValueError, "frozen_zero_std"),
+    ({"decision_history": 0}, ValueError, "decision_history"),
+    ({"reward_ceiling": math.inf}, ValueError, "reward_ceiling"),
     ({"families": ("pow3",)}, ValueError, "families"),
     ({"halt_on": ("bogus",)}, ValueError, "halt_on"),
     ({"totl_steps": 10}, TypeError, "unknown parameters"),

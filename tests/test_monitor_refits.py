@@ -9,7 +9,8 @@ import statistics
 import numpy as np
 import pytest
 
-from satmon.monitor import SaturationMonitor, _RecentWindow
+from satmon.monitor import SaturationMonitor
+from satmon.monitor.engine import _RecentWindow
 
 T = 1000
 

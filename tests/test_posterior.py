@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from importlib import resources
 
 import numpy as np
@@ -74,7 +74,8 @@ def _direct(y, var, prior, now, end, phi, min_gain=0.01, exact_n=None):
 
 @pytest.mark.parametrize("case", ["flat", "slow_rise", "outlier", "unknown_n"])
 def test_posterior_matches_direct_integration(case):
-    prior = default_prior()
+    # One split (no leading evaluations set aside): the shape mixture alone.
+    prior = replace(default_prior(), max_lead=0)
     rng = np.random.default_rng(3)
     n = 500
     if case == "flat":
@@ -97,7 +98,7 @@ def test_posterior_matches_direct_integration(case):
 def test_normal_likelihood_is_close_to_the_exact_binomial():
     # The posterior uses the normal approximation of each evaluation's binomial likelihood;
     # on a slow rise at n = 500 the exact binomial integral moves P(gain) by under 0.03.
-    prior = default_prior()
+    prior = replace(default_prior(), max_lead=0)
     rng = np.random.default_rng(5)
     n = 500
     y = np.round((0.30 + 0.0001 * STEPS + rng.normal(0, 0.01, 10)) * n) / n
@@ -106,6 +107,19 @@ def test_normal_likelihood_is_close_to_the_exact_binomial():
     exact = _direct(y, point_variance(y, np.full(10, n)), prior, 225.0, float(T),
                     post.dispersion, exact_n=n)
     assert abs(post.p_gain - exact) < 0.03, (post.p_gain, exact)
+
+
+def test_leading_evaluations_of_an_earlier_phase_are_set_aside():
+    # A format jump (0.0, 0.0, then ~0.45 and a slow rise): with splits the posterior reads the
+    # slow rise as the data after the jump shows it; without them the jump dominates the shapes.
+    y = np.array([0.0, 0.002, 0.45, 0.455, 0.46, 0.462, 0.47, 0.472, 0.478, 0.48])
+    sizes = np.full(10, 1319)
+    after = heldout_gain_posterior(STEPS[2:], y[2:], sizes[2:], step=225, total_steps=T)
+    split = heldout_gain_posterior(STEPS, y, sizes, step=225, total_steps=T)
+    assert split.p_gain == pytest.approx(after.p_gain, abs=0.08)
+    no_split = heldout_gain_posterior(STEPS, y, sizes, step=225, total_steps=T,
+                                      prior=replace(default_prior(), max_lead=0))
+    assert abs(no_split.p_gain - after.p_gain) > 0.1
 
 
 def test_flat_series_rules_out_a_gain_and_a_rising_one_does_not():

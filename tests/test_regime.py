@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from satmon.regime import (CLASSES, classify_regime, heldout_gain_posterior, regime_features,
+from satmon.regime import (CLASSES, classify_regime, regime_features,
                            regime_probabilities, wls_slope)
 
 TRAIN_S = np.arange(1, 401)
@@ -52,15 +52,6 @@ def test_wls_slope_matches_ols_with_equal_weights():
     b, se = wls_slope(x, y, np.full(10, 0.01))
     assert b == pytest.approx(np.polyfit(x, y, 1)[0])
     assert se > 0
-
-
-def test_gain_posterior_horizon_matters():
-    steps = np.arange(0, 200, 10)
-    vals = 0.4 + 5e-4 * steps
-    sizes = np.full(steps.size, 1000)
-    long = heldout_gain_posterior(steps, vals, sizes, horizon=1000)
-    short = heldout_gain_posterior(steps, vals, sizes, horizon=5)
-    assert long.p_gain > 0.9 and short.p_gain < 0.1
 
 
 def test_probabilities_sum_to_one():

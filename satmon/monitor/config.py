@@ -33,6 +33,7 @@ class MonitorConfig:
     flag_risk: float = 0.2
     prior: Any = None
     frozen_zero_std: float | None = 0.999
+    memorizing_before: float = 0.25
     reward_ceiling: float | None = 1.0
     min_heldout_gain: float = 0.01
     eps: float = 0.99
@@ -74,7 +75,7 @@ class MonitorConfig:
             v = getattr(self, name)
             if not is_int(v) or v < low:
                 fail(name, f"an int >= {low}")
-        for name in ("risk", "flag_risk"):
+        for name in ("risk", "flag_risk", "memorizing_before"):
             v = getattr(self, name)
             if not is_num(v) or not 0 < v < 1:
                 fail(name, "a float in (0, 1)")

@@ -17,8 +17,10 @@ Order (the first that applies wins):
    *some* held-out series still gains ``min_heldout_gain`` (``1 - prod(1 - p_i)``), so a halt
    needs every series to agree. The reason says what the evidence is:
    **COLLAPSE** when a series declined significantly over its last evaluations (never one
-   outlier), **SATURATED** when held-out accuracy gained earlier in the run and is now flat,
-   **MEMORIZING** when it never gained while the training reward moved.
+   outlier); **MEMORIZING** when the training reward saturated early (its t_sat estimate within
+   the first ``memorizing_before`` of the planned steps, the paper's rapid saturation) or
+   held-out accuracy never gained while the reward moved; **SATURATED** when held-out accuracy
+   gained earlier in a run that saturated late, and is now flat.
 """
 
 from __future__ import annotations
@@ -128,6 +130,11 @@ def decide(ev: DecisionInput, config: MonitorConfig) -> tuple[Action, Reason | N
         reason = Reason.COLLAPSE
         why = (f"held-out '{name}' fell {100 * drop:.1f} points below its best (each of the "
                f"last 3 evaluations below it by more than {100 * limit:.1f})")
+    elif (ev.p_saturated >= 0.5 and math.isfinite(ev.t_sat_estimate)
+          and ev.t_sat_estimate <= c.memorizing_before * (ev.step + ev.horizon)):
+        reason = Reason.MEMORIZING
+        why = (f"the training reward saturated early (t_sat estimate "
+               f"{format_number(ev.t_sat_estimate)}) and held-out accuracy is flat since")
     elif any(post.p_gained >= 0.5 for post in ev.posteriors.values()):
         reason = Reason.SATURATED
         why = "held-out accuracy gained earlier in the run and is now flat"

@@ -65,7 +65,6 @@ from satmon.monitor.decide import DecisionInput, decide
 from satmon.monitor.posterior import (HeldoutPosterior, default_prior, heldout_gain_posterior,
                                       point_variance)
 from satmon.regime import CLASSES, _features, _smooth_at, regime_probabilities
-from satmon.results import format_number
 
 STATE_VERSION = 2
 #: A decline counts as a collapse only when each of the last three evaluations is below the
@@ -110,6 +109,9 @@ class SaturationMonitor:
     frozen_zero_std:
         ``frac_reward_zero_std`` at or above which a step (with no nonzero ``kl``) counts as a
         zero-gradient step; None ignores that evidence.
+    memorizing_before:
+        A halt is called MEMORIZING when the training reward saturated within this fraction of
+        the planned steps (the paper's rapid saturation: t_sat < 100 of ~500 steps).
     reward_ceiling:
         Highest possible training reward (None: unbounded). It normalises the reward for the
         co-moving held-out shape, and once the reward has touched it (never exceeded it) a
@@ -587,12 +589,14 @@ class SaturationMonitor:
             idx = np.clip(np.searchsorted(ts, x), 0, ts.size - 1)
             r = np.where(ok, r, np.asarray(self._train_values)[idx])
         level = statistics.median(self._train_values[-20:])
+        # The larger of the fits' forecast rise and the recent trend carried over the rest of
+        # the budget: the fits call a slow creep saturated long before it stops (a creeping
+        # reward that the held-out tracks is a gain still to come).
         forecast = float(self._fit.get("forecast_final", math.nan))
-        if math.isfinite(forecast):
-            rise = forecast - level
-        else:
-            b = self._slope.slope
-            rise = b * self._slope.remaining(self._last_step) if math.isfinite(b) else 0.0
+        rise = forecast - level if math.isfinite(forecast) else 0.0
+        b = self._slope.slope
+        if math.isfinite(b):
+            rise = max(rise, b * self._slope.remaining(self._last_step))
         rise = min(max(rise, 0.0), max(top - level, 0.0))
         return r / top, rise / top
 

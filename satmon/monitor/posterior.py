@@ -73,8 +73,8 @@ class GainPrior:
     p_comove: float = 0.2
     p_onset: float = 0.1
     p_delayed: float = 0.02
-    gain_low: float = -0.3
-    gain_high: float = 0.4
+    gain_low: float = -0.5
+    gain_high: float = 0.8
     comove_low: float = -0.5
     comove_high: float = 1.0
     tau_low: float = 0.02
@@ -83,6 +83,8 @@ class GainPrior:
     onset_powers: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)
     n_delay: int = 12
     delay_widths: tuple[float, ...] = (0.02, 0.08)
+    p_lead: float = 0.3
+    max_lead: int = 8
     dispersion_dof: float = 4.0
     dispersion_floor: float = 0.05
 
@@ -93,6 +95,10 @@ class GainPrior:
             raise ValueError(f"'delay_widths' of GainPrior must be a non-empty tuple of "
                              f"fractions > 0. Got {self.delay_widths!r}.")
         check_number(self.n_delay, "n_delay", "GainPrior", low=1, integer=True)
+        check_number(self.max_lead, "max_lead", "GainPrior", low=0, integer=True)
+        check_number(self.p_lead, "p_lead", "GainPrior", low=0.0, high=1.0, low_open=True)
+        if self.p_lead >= 1.0:
+            raise ValueError(f"'p_lead' of GainPrior must be < 1. Got {self.p_lead}.")
         if not self.onset_powers or any(not k > 1 for k in self.onset_powers):
             raise ValueError(f"'onset_powers' of GainPrior must be a non-empty tuple of powers "
                              f"> 1. Got {self.onset_powers!r}.")
@@ -258,100 +264,66 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
         var = point_variance(y, sz)
     else:
         var = np.asarray(variances, dtype=float)
-    w = 1.0 / var
-    x0 = x - x[0]
-    now = float(step) - x[0]
-    end = total - x[0]
-    scale_t = max(end, 1.0)
-    taus = scale_t * np.geomspace(pr.tau_low, pr.tau_high, pr.n_tau)
-    # Columns: one per approach time scale, then the co-moving shape.
-    cols = [-np.expm1(-x0[:, None] / taus[None, :])]
-    d_left = [np.exp(-now / taus) - np.exp(-end / taus)]  # s(T) - s(now)
-    d_sofar = [-np.expm1(-now / taus)]                      # s(now) - s(0)
-    lows = [np.full(pr.n_tau, pr.gain_low)]
-    highs = [np.full(pr.n_tau, pr.gain_high)]
-    approach_mass = 1.0 - pr.p_flat - pr.p_comove - pr.p_onset - pr.p_delayed
-    log_prior = [np.full(pr.n_tau, math.log(approach_mass / pr.n_tau))]
-    # Onset shapes: an accelerating rise (x / T)**k, the convex start of a sigmoid learning curve.
-    ks = np.asarray(pr.onset_powers)
-    cols.append((x0[:, None] / scale_t) ** ks[None, :])
-    d_left.append(1.0 - (min(now, scale_t) / scale_t) ** ks)
-    d_sofar.append((min(now, scale_t) / scale_t) ** ks)
-    lows.append(np.full(ks.size, pr.gain_low))
-    highs.append(np.full(ks.size, pr.gain_high))
-    log_prior.append(np.full(ks.size, math.log(pr.p_onset / ks.size)))
-    # Delayed shapes: a logistic rise centred at c (a fraction of the run) of width w, the
-    # generalization that starts long after the reward saturated. With a flat past, the ones
-    # centred in the future stay as likely as their prior: they keep P(gain) up by about
-    # p_delayed x (share of the run left), which is what this mass trades against.
-    centres = np.linspace(0.0, 1.0, pr.n_delay + 1)[1:] * scale_t
-    for wf in pr.delay_widths:
-        wd = wf * scale_t
-
-        def sig(v: np.ndarray | float, wd: float = wd) -> np.ndarray:
-            return 0.5 * (1.0 + np.tanh((np.asarray(v, dtype=float)[..., None] - centres)
-                                        / (2 * wd)))
-        cols.append(sig(x0) - sig(0.0))
-        d_left.append(sig(end) - sig(now))
-        d_sofar.append(sig(now) - sig(0.0))
-        lows.append(np.full(centres.size, pr.gain_low))
-        highs.append(np.full(centres.size, pr.gain_high))
-        log_prior.append(np.full(centres.size, math.log(
-            max(pr.p_delayed, 1e-300) / (centres.size * len(pr.delay_widths)))))
+    r = None
     if reward_levels is not None:
         r = np.asarray(reward_levels, dtype=float)
         if r.shape != x.shape or not np.isfinite(r).all():
             raise ValueError("reward_levels must be finite and one per evaluation.")
-        cols.append(r[:, None])
-        d_left.append(np.array([max(float(reward_rise_left), 0.0)]))
-        d_sofar.append(np.array([float(r[-1] - r[0])]))
-        lows.append(np.array([pr.comove_low]))
-        highs.append(np.array([pr.comove_high]))
-        log_prior.append(np.array([math.log(pr.p_comove)]))
-    else:
-        # No co-moving shape: its mass goes to the approach shapes.
-        log_prior[0] = np.full(pr.n_tau, math.log((approach_mass + pr.p_comove) / pr.n_tau))
-    S = np.hstack(cols)
-    D = np.concatenate(d_left)
-    D0 = np.concatenate(d_sofar)
-    lo = np.concatenate(lows)
-    hi = np.concatenate(highs)
-    lp = np.concatenate(log_prior)
+    scale_t = max(total - x[0], 1.0)
+    # Leading evaluations may belong to an earlier phase (the format jump of the first steps):
+    # split j says the shapes explain evaluations j.. and the first j are free (each its own
+    # level, uniform on [0, 1], so each contributes a likelihood of about 1). The shapes keep
+    # their time origin at the first evaluation; all splits are computed at once.
+    n_lead = min(pr.max_lead, max(n - 4, 0))
+    log_split = np.full(n_lead + 1, math.log(pr.p_lead / n_lead) if n_lead else 0.0)
+    if n_lead:
+        log_split[0] = math.log(1.0 - pr.p_lead)
+    S, D, D0, lo, hi, lp = _design(pr, x, r, reward_rise_left, float(step), total, scale_t)
+    # Sums over evaluations j.. for every split j at once (reverse cumulative sums, O(N x K)).
+    w = 1.0 / var
 
-    # Weighted sufficient statistics, centred (the flat prior on `a` integrates it out).
-    sw = w.sum()
-    yc = y - (w @ y) / sw
-    Sc = S - (w @ S) / sw
-    syy = float(w @ (yc * yc))
-    sss = np.maximum(w @ (Sc * Sc), 1e-12)
-    sys_ = w @ (Sc * yc[:, None])
+    def tail_sums(a: np.ndarray) -> np.ndarray:
+        return np.cumsum(a[::-1], axis=0)[::-1][: n_lead + 1]
+
+    m = n - np.arange(n_lead + 1)
+    sw = tail_sums(w)
+    swy = tail_sums(w * y)
+    syy = np.maximum(tail_sums(w * y * y) - swy ** 2 / sw, 0.0)
+    sws = tail_sums(w[:, None] * S)
+    sss = np.maximum(tail_sums(w[:, None] * S * S) - sws ** 2 / sw[:, None], 1e-12)
+    sys_ = tail_sums((w * y)[:, None] * S) - swy[:, None] * sws / sw[:, None]
     ghat = sys_ / sss
-    q = np.maximum(syy - sys_ * ghat, 0.0)
-    chi2 = min(syy, float(q.min()))
-    phi = max(pr.dispersion_floor,
-              (pr.dispersion_dof + chi2) / (pr.dispersion_dof + max(n - 2, 0)))
-    sd = np.sqrt(phi / sss)
+    q = np.maximum(syy[:, None] - sys_ * ghat, 0.0)
+    chi2 = np.minimum(syy, q.min(axis=1))
+    phi = np.maximum(pr.dispersion_floor,
+                     (pr.dispersion_dof + chi2) / (pr.dispersion_dof + np.maximum(m - 2, 0)))
+    sd = np.sqrt(phi[:, None] / sss)
     zk = np.maximum(ndtr((hi - ghat) / sd) - ndtr((lo - ghat) / sd), 1e-300)
-    log_m = -0.5 * q / phi + np.log(sd) + _LOG_SQRT_2PI + np.log(zk) - np.log(hi - lo) + lp
-    log_m0 = -0.5 * syy / phi + math.log(pr.p_flat)
-    top = max(float(log_m.max()), log_m0)
+    # The Gaussian constants differ between splits (other points, other dispersion), so the
+    # evidence keeps them: N(y; mean, phi v) per point, and the integral over `a`.
+    base = (-0.5 * m * np.log(2 * math.pi * phi) - 0.5 * tail_sums(np.log(var))
+            + 0.5 * np.log(2 * math.pi * phi / sw) + log_split)
+    log_m = (-0.5 * q / phi[:, None] + np.log(sd) + _LOG_SQRT_2PI + np.log(zk)
+             - np.log(hi - lo) + lp + base[:, None])
+    log_m0 = -0.5 * syy / phi + math.log(pr.p_flat) + base
+    top = max(float(log_m.max()), float(log_m0.max()))
     wk = np.exp(log_m - top)
-    w0 = math.exp(log_m0 - top)
-    norm = w0 + float(wk.sum())
-    wk /= norm
-    w0 /= norm
+    w0 = np.exp(log_m0 - top)
+    norm = float(wk.sum() + w0.sum())
+    split_w = (wk.sum(axis=1) + w0) / norm
+    wk = (wk / norm).ravel()
+    w0 = float(w0.sum() / norm)
+    J = n_lead + 1
+    ghat, sd, zk = ghat.ravel(), sd.ravel(), zk.ravel()
+    D, D0, lo, hi = (np.tile(a, J) for a in (D, D0, lo, hi))
 
-    def tail(cut_gain: float, lever: np.ndarray) -> float:
-        # P(g x lever >= cut_gain), summed over the non-flat shapes (the flat one gains 0).
-        with np.errstate(divide="ignore"):
-            cut = np.where(lever > 0, cut_gain / np.where(lever > 0, lever, 1.0), np.inf)
-        t = np.zeros_like(lever)
-        ok = (lever > 0) & (cut < hi)
-        if ok.any():
-            c = np.maximum(cut[ok], lo[ok])
-            t[ok] = np.maximum(ndtr((hi[ok] - ghat[ok]) / sd[ok])
-                               - ndtr((c - ghat[ok]) / sd[ok]), 0.0) / zk[ok]
-        return float(wk @ t)
+    def tail(cuts: np.ndarray, lever: np.ndarray) -> np.ndarray:
+        # P(g x lever >= cut) for each cut, summed over the non-flat shapes (flat gains 0).
+        pos = lever > 0
+        g_cut = np.where(pos, cuts[:, None] / np.where(pos, lever, 1.0), np.inf)
+        c = np.minimum(np.maximum(g_cut, lo), hi)
+        t = np.maximum(ndtr((hi - ghat) / sd) - ndtr((c - ghat) / sd), 0.0) / zk
+        return np.where(pos & (g_cut < hi), t, 0.0) @ wk
 
     p_frozen = 0.0
     if frozen_steps > 0 and horizon > 0:
@@ -361,7 +333,12 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
         p_gain = 0.0
         expected = upper = 0.0
     else:
-        p_gain = alive * tail(min_gain, D)
+        # The tail on a grid of gains gives P(gain >= min_gain) and the 95% upper bound.
+        top_gain = float(np.max(hi * D, initial=0.0))
+        grid = np.concatenate([[min_gain], np.linspace(0.0, max(top_gain, 1e-6), 65)[1:]])
+        tails = alive * tail(grid, D)
+        p_gain = float(tails[0])
+        upper = _upper_bound(grid[1:], tails[1:], 0.05)
         # E[max(g, 0)] per shape (truncated normal on [max(lo, 0), hi]).
         a0 = (np.maximum(lo, 0.0) - ghat) / sd
         b0 = (hi - ghat) / sd
@@ -369,28 +346,80 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
         dens = (np.exp(-0.5 * a0 ** 2) - np.exp(-0.5 * b0 ** 2)) / math.sqrt(2 * math.pi)
         e_pos = (ghat * mass + sd * dens) / zk
         expected = alive * float(wk @ (np.maximum(e_pos, 0.0) * D))
-        upper = _upper_bound(lambda g: alive * tail(g, D), float((hi * D).max()), 0.05)
     with np.errstate(divide="ignore", invalid="ignore"):
         p_falling = float(wk @ np.minimum(
             np.maximum(ndtr((0.0 - ghat) / sd) - ndtr((lo - ghat) / sd), 0.0) / zk, 1.0))
     return HeldoutPosterior(
         p_gain=float(min(max(p_gain, 0.0), 1.0)), expected_gain=expected, gain_upper=upper,
-        p_gained=tail(min_gain, D0), p_flat=float(w0), p_falling=p_falling,
-        dispersion=float(phi), p_frozen=float(p_frozen), n_points=int(n), horizon=horizon)
+        p_gained=float(tail(np.array([min_gain]), D0)[0]), p_flat=w0, p_falling=p_falling,
+        dispersion=float(split_w @ phi), p_frozen=float(p_frozen), n_points=int(n),
+        horizon=horizon)
 
 
-def _upper_bound(tail, top: float, level: float) -> float:
-    """The gain ``x`` with ``tail(x) = level`` (bisection on [0, top]; 0 if tail(0+) <= level)."""
-    if top <= 0 or tail(1e-9) <= level:
+def _design(pr: GainPrior, x: np.ndarray, r: np.ndarray | None, rise_left: float,
+            step: float, total: float, scale_t: float):
+    """Every non-flat shape's column (``(N, K)``, time from the first evaluation), its gain
+    lever from now to the end ``D`` and from the start to now ``D0``, the bounds of ``g`` and
+    the log prior masses (each ``(K,)``)."""
+    x0 = (x - x[0])[:, None]
+    now = step - x[0]
+    end = total - x[0]
+    cols, d_left, d_sofar, lows, highs, log_prior = [], [], [], [], [], []
+    approach_mass = 1.0 - pr.p_flat - pr.p_comove - pr.p_onset - pr.p_delayed
+    if r is None:  # no co-moving shape: its mass goes to the approach shapes
+        approach_mass += pr.p_comove
+
+    def add(col, left, sofar, low, high, log_mass):
+        k = np.size(left)
+        cols.append(col)
+        d_left.append(np.broadcast_to(left, (k,)))
+        d_sofar.append(np.broadcast_to(sofar, (k,)))
+        lows.append(np.full(k, low))
+        highs.append(np.full(k, high))
+        log_prior.append(np.full(k, log_mass))
+
+    # Approach shapes, one per time scale: s = 1 - exp(-x / tau).
+    taus = scale_t * np.geomspace(pr.tau_low, pr.tau_high, pr.n_tau)
+    add(-np.expm1(-x0 / taus), np.exp(-now / taus) - np.exp(-end / taus),
+        -np.expm1(-now / taus), pr.gain_low, pr.gain_high, math.log(approach_mass / pr.n_tau))
+    # Onset shapes: an accelerating rise (x / T)**k, the convex start of a sigmoid learning curve.
+    ks = np.asarray(pr.onset_powers)
+    f_now = min(now, scale_t) / scale_t
+    f_end = min(end, scale_t) / scale_t
+    add((x0 / scale_t) ** ks, f_end ** ks - f_now ** ks, f_now ** ks, pr.gain_low,
+        pr.gain_high, math.log(pr.p_onset / ks.size))
+    # Delayed shapes: a logistic rise centred at c (a fraction of the run) of width w, the
+    # generalization that starts long after the reward saturated. With a flat past, the ones
+    # centred in the future stay as likely as their prior: they keep P(gain) up by about
+    # p_delayed x (share of the run left), which is what this mass trades against.
+    centres = np.arange(1, pr.n_delay + 1) / pr.n_delay * scale_t
+    log_delay = math.log(max(pr.p_delayed, 1e-300) / (centres.size * len(pr.delay_widths)))
+    for wf in pr.delay_widths:
+        wd = 2 * wf * scale_t
+
+        def sig(v):
+            return 0.5 * (1.0 + np.tanh((v - centres) / wd))
+        add(sig(x0) - sig(0.0), sig(end) - sig(now), sig(now) - sig(0.0), pr.gain_low,
+            pr.gain_high, log_delay)
+    if r is not None:
+        # Co-moving: held-out = a + g x (normalised training reward).
+        add(r[:, None], max(float(rise_left), 0.0), float(r[-1] - r[0]), pr.comove_low,
+            pr.comove_high, math.log(pr.p_comove))
+    return (np.concatenate(cols, axis=1), np.concatenate(d_left), np.concatenate(d_sofar),
+            np.concatenate(lows), np.concatenate(highs), np.concatenate(log_prior))
+
+
+def _upper_bound(grid: np.ndarray, tails: np.ndarray, level: float) -> float:
+    """The gain at which the (decreasing) tail crosses ``level``, interpolated on the grid
+    (0 when the tail is below it everywhere)."""
+    above = np.nonzero(tails > level)[0]
+    if above.size == 0:
         return 0.0
-    lo, hi = 0.0, top
-    for _ in range(20):
-        mid = 0.5 * (lo + hi)
-        if tail(mid) > level:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    i = int(above[-1])
+    if i + 1 >= grid.size:
+        return float(grid[-1])
+    t0, t1 = tails[i], tails[i + 1]
+    return float(grid[i] + (grid[i + 1] - grid[i]) * (t0 - level) / max(t0 - t1, 1e-300))
 
 
 __all__ = ["GainPrior", "HeldoutPosterior", "default_prior", "heldout_gain_posterior",

@@ -1,0 +1,157 @@
+"""SaturationMonitor's evidence: the reward ceiling, the frozen policy, collapse over several
+evaluations (never one outlier), a rising held-out series, and bounded memory.
+
+The streams are hand-made so that each test isolates one piece of evidence.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from satmon.decision import Action, Reason
+from satmon.monitor import SaturationMonitor
+
+
+def _pinned_reward(step: int, top: float = 1.0) -> float:
+    # A ramp to 0.97 by step 40, then the slow creep of a reward pinned at its ceiling: the
+    # mean climbs to 1.0 by step 200, batch means at the ceiling once the mean is within noise.
+    if step < 40:
+        return top * (0.3 + 0.67 * step / 40)
+    base = 0.97 + 0.03 * min(step - 40, 160) / 160
+    return top * min(1.0, base + 0.01 * (-1) ** step)
+
+
+def _feed(mon, total, reward, heldout=None, aux=None, start=0):
+    out = []
+    for s in range(start, total + 1):
+        h = heldout(s) if heldout is not None else None
+        a = aux(s) if aux is not None else None
+        out.append(mon.update(s, reward(s), heldout=h, aux=a))
+    return out
+
+
+def test_reward_pinned_at_its_ceiling_is_saturated():
+    kw = {"total_steps": 300, "warmup_steps": 20, "eps": 0.99}
+    d = _feed(SaturationMonitor(**kw), 200, _pinned_reward)[-1]
+    assert d.evidence.details.get("at_ceiling") == 1.0
+    assert d.evidence.p_saturated == 1.0
+    assert d.evidence.details["p_sat_bocpd"] == 1.0
+    # Without the ceiling the creep reads as a gain still to come.
+    free = _feed(SaturationMonitor(reward_ceiling=None, **kw), 200, _pinned_reward)[-1]
+    assert "at_ceiling" not in free.evidence.details
+    assert free.evidence.details["p_sat_bocpd"] < 0.5
+
+
+def test_a_reward_above_the_ceiling_disables_it():
+    d = _feed(SaturationMonitor(total_steps=300, warmup_steps=20, eps=0.95), 200,
+              lambda s: _pinned_reward(s, top=1.5))[-1]
+    assert "at_ceiling" not in d.evidence.details
+
+
+def test_rising_heldout_is_never_stopped_even_with_the_reward_saturated():
+    # The training reward is saturated (pinned at 1.0) while held-out accuracy climbs 1.3
+    # points per 10 steps on 256 prompts: never a halt, and no flag once the rise shows (six
+    # noisy evaluations at n = 256 hardly show it: one early flag is allowed).
+    rng = np.random.default_rng(0)
+
+    def heldout(s):
+        if s % 10:
+            return None
+        return {"math": (float(rng.binomial(256, min(0.2 + 0.0013 * s, 0.99)) / 256), 256)}
+
+    ds = _feed(SaturationMonitor(total_steps=400, warmup_steps=20), 400,
+               lambda s: 1.0 if s >= 10 else 0.5 + 0.05 * s, heldout)
+    assert not any(d.action is Action.HALT for d in ds)
+    assert all(d.action is Action.CONTINUE for d in ds[100:-1]), \
+        [(d.step, d.message) for d in ds[100:] if d.action is not Action.CONTINUE][:3]
+    assert ds[-2].evidence.details["p_heldout_gain"] > 0.9
+
+
+def _memorization_control(total=300, kl=None):
+    # The demo's memorization control: from step 15 the reward is exactly 0.5 with every GRPO
+    # group at zero variance, and the greedy held-out score sits at 0.285 on 200 prompts.
+    def reward(s):
+        return 0.5 if s >= 15 else 0.2 + 0.02 * s
+
+    def heldout(s):
+        if s % 20:
+            return None
+        return {"heldout": (0.285 if s >= 20 else 0.28, 200)}
+
+    def aux(s):
+        a = {"frac_reward_zero_std": 1.0 if s >= 15 else 0.5}
+        if kl is not None:
+            a["kl"] = kl
+        return a
+
+    return _feed(SaturationMonitor(total_steps=total), total, reward, heldout, aux, start=1)
+
+
+def test_memorization_control_halts_memorizing_by_40_percent_of_its_steps():
+    ds = _memorization_control()
+    halt = next(d for d in ds if d.action is Action.HALT)
+    assert halt.reason is Reason.MEMORIZING
+    assert halt.step <= 0.4 * 300, halt.message
+    assert halt.evidence.details["frozen_steps"] == halt.step - 14
+    assert "P(policy frozen)=" in halt.message
+
+
+def test_a_kl_term_means_the_policy_is_not_frozen():
+    ds = _memorization_control(kl=0.02)
+    assert all(d.evidence.details["frozen_steps"] == 0 for d in ds)
+    frozen = _memorization_control()
+    # Without the zero-gradient evidence the same series is halted no earlier.
+    first = next((d.step for d in ds if d.action is Action.HALT), 10 ** 9)
+    assert first >= next(d.step for d in frozen if d.action is Action.HALT)
+
+
+def _plateau_with(values_at, total=400, every=10, n=1000):
+    rng = np.random.default_rng(7)
+
+    def heldout(s):
+        if s % every:
+            return None
+        v = values_at.get(s, 0.50 + 0.01 * rng.standard_normal())
+        return {"bench": (float(v), n)}
+
+    def reward(s):
+        return min(0.3 + 0.02 * s, 0.95) + 0.01 * rng.standard_normal()
+
+    return _feed(SaturationMonitor(total_steps=total, warmup_steps=20), total, reward, heldout)
+
+
+def test_single_outliers_are_not_a_collapse():
+    # Two single-evaluation outliers (0.39 and 0.42 among values of ~0.50): no COLLAPSE.
+    ds = _plateau_with({150: 0.39, 170: 0.42})
+    assert not any(d.reason is Reason.COLLAPSE for d in ds)
+    assert not any(d.evidence.details.get("collapsed") for d in ds)
+
+
+def test_a_sustained_decline_is_a_collapse():
+    drop = {s: 0.50 - 0.15 * min((s - 150) / 40, 1.0) for s in range(150, 401, 10)}
+    ds = _plateau_with(drop)
+    halt = next(d for d in ds if d.action is Action.HALT)
+    assert halt.reason is Reason.COLLAPSE and 170 <= halt.step <= 260, halt.message
+    assert "points below its best" in halt.message
+
+
+def test_decision_history_is_bounded():
+    mon = SaturationMonitor(total_steps=5000, decision_history=100)
+    rng = np.random.default_rng(0)
+    for s in range(1, 2001):
+        mon.update(s, 0.5 + 0.01 * rng.standard_normal())
+    assert len(mon.decisions) == 100 and mon.decisions[-1].step == 2000
+    assert sys.getsizeof(mon.decisions) < 10_000
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"risk": 0.0}, "risk"),
+    ({"flag_risk": 1.0}, "flag_risk"),
+    ({"reward_ceiling": "1"}, "reward_ceiling"),
+])
+def test_bad_evidence_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SaturationMonitor(**kwargs)
