@@ -1,6 +1,6 @@
-"""Fit the regime model (satmon/_regime_model.py) on a synthetic calibration suite.
+"""Fit the regime model (satmon/regime_model.json) on a synthetic calibration suite.
 
-    python benchmarks/_calibrate_regime.py            # rewrites satmon/_regime_model.py
+    python benchmarks/_calibrate_regime.py            # rewrites satmon/regime_model.json
     python benchmarks/_calibrate_regime.py --dry-run  # prints, writes nothing
 
 Calibration suites use seeds 100-102 (the benchmark uses 0-2). Two kinds of snapshot, matching
@@ -14,12 +14,13 @@ the two ways the benchmark reads the regime call:
 each on the standard and the hard mix. A multinomial logistic regression (memorizing = reference
 class, small L2 penalty) is fitted by maximum likelihood on seeds 100-101; a temperature is then
 fitted by likelihood on a separate suite (seed 102, same design) as ``exp(a + b * elapsed)``
-(see satmon.regime), and the module is rewritten.
+(see satmon.regime), and the data file is rewritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def nll(W, X, y, ab=(0.0, 0.0)):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=240, help="runs per suite configuration")
-    ap.add_argument("--dry-run", action="store_true", help="print, do not write the module")
+    ap.add_argument("--dry-run", action="store_true", help="print, do not write the file")
     args = ap.parse_args(argv)
     X, y = snapshots(args.runs, 100, 101)
     W, fun = fit(X, y)
@@ -111,18 +112,21 @@ def main(argv=None) -> int:
           f"exp({temp[0]:.3f} + {temp[1]:.3f} elapsed) "
           f"on {yv.size} validation snapshots (NLL {nll(W, Xv, yv):.4f} -> "
           f"{nll(W, Xv, yv, temp):.4f})")
-    lines = ['"""Calibrated regime model (data only): written by benchmarks/_calibrate_regime.py.',
-             "", f"{y.size} fitting snapshots (seeds 100-101), temperature fitted on {yv.size} "
-             "snapshots (seed 102).", '"""', "",
-             f"FEATURES = {tuple(FEATURES)!r}", "COEFFICIENTS = {"]
-    for c, row in zip(CLASSES, W):
-        lines.append(f'    "{c}": ({", ".join(f"{v:.5f}" for v in row)}),')
-    lines += ["}", f"TEMPERATURE = ({temp[0]:.5f}, {temp[1]:.5f})", ""]
-    text = "\n".join(lines)
+    data = {"fields": list(FEATURES), "classes": list(CLASSES),
+            "coefficients": {c: [round(float(v), 5) for v in row] for c, row in zip(CLASSES, W)},
+            "temperature": [round(temp[0], 5), round(temp[1], 5)],
+            "provenance": {"script": "benchmarks/_calibrate_regime.py",
+                           "command": "python benchmarks/_calibrate_regime.py"
+                           + (f" --runs {args.runs}" if args.runs != 240 else ""),
+                           "note": f"{y.size} fitting snapshots (seeds 100-101), temperature "
+                                   f"fitted on {yv.size} snapshots (seed 102); coefficients are "
+                                   "(intercept, *weights in 'fields' order) per class, "
+                                   "memorizing the reference class"}}
+    text = json.dumps(data, indent=2) + "\n"
     print(text)
     if not args.dry_run:
-        (REPO / "satmon" / "_regime_model.py").write_text(text)
-        print(f"wrote {REPO / 'satmon' / '_regime_model.py'}")
+        (REPO / "satmon" / "regime_model.json").write_text(text)
+        print(f"wrote {REPO / 'satmon' / 'regime_model.json'}")
     return 0
 
 

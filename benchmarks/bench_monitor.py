@@ -512,6 +512,10 @@ def real_log_rows():
             stop = next((int(st) for st in series.steps
                          if not (_three_mean_gain(series, st)[0]
                                  > _three_mean_gain(series, st)[1])), None)
+            # No halt can come before the warm-up (50 steps and 6 evaluations): lateness is
+            # counted from the later of that and the step held-out stopped improving.
+            floor = max(50.0, float(series.steps[min(5, len(series.steps) - 1)]))
+            stop = None if stop is None else max(stop, floor)
             if stop is not None and res.halt_step is not None:
                 k = int(((series.steps > stop) & (series.steps <= res.halt_step)).sum())
                 lag = str(k if res.halt_step >= stop else -int(
@@ -753,7 +757,7 @@ def main(argv=None) -> int:
     print("Table 6. Replay of the real logs in ../shared/real-logs (no labels; GSM8K's held-out "
           "size 1,319). 'false halt': a later 3-evaluation mean beats the one at the halt by "
           "more than max(1 point, 2 SE); 'evals late': evaluations between the step after which "
-          "held-out stopped improving (by that rule) and the halt")
+          "held-out stopped improving (by that rule; no earlier than the warm-up) and the halt")
     real_rows, lags, real_false = real_log_rows()
     print(text_table(["log", "T", "halt step", "reason", "compute saved", "false halt",
                       "evals late", "regret", "message"], real_rows))

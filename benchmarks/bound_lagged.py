@@ -4,10 +4,11 @@ Run from the repository root:
 
     python benchmarks/bound_lagged.py              # all 1,002 runs of make_lagged_suite(1002)
     python benchmarks/bound_lagged.py --runs 120   # first 120 runs (every regime, 30 each)
-    python benchmarks/bound_lagged.py --validate 0 # skip the doubled-node check
+    python benchmarks/bound_lagged.py --validate 0 # skip the doubled-node check (12 runs)
 
-It prints tables and asserts nothing. Single process, numpy/scipy only. ``best_saved_at()``
-returns the best point for another script; importing the module runs nothing.
+It prints tables and asserts nothing. numpy/scipy only; one process unless ``--workers N``
+(a process pool for the sweep). ``best_saved_at()`` returns the best point for another script
+(bench_monitor's Table F); importing the module runs nothing.
 
 Question. How much compute could any monitor save on ``lagged_memorizing`` runs of
 ``satmon.datasets.make_lagged_suite(1002, seed=0)`` at a false-halt rate <= 1%, when it has only
@@ -60,12 +61,24 @@ grid over the offset parameters.
 Numerics. m0 is integrated analytically: the Kalman filter gives, per node, the likelihood as a
 Gaussian in m0 (flat prior), which is then integrated over U(0.05, 0.6) with normal CDFs; the
 probability that a clipped collapse node still gains > 0.01 is a normal CDF in m0 too. The
-other parameters, and the offset parameters, are integrated by scrambled, seeded Sobol points
-over their uniform priors (one set per regime, scaled by T; the two offset coordinates are
-binned onto the offset grid, so the filter's covariances are shared by the nodes of a bin).
-Reported: the effective number of nodes carrying the posterior (ESS = (sum w)^2 / sum w^2), and,
-on a few runs, the largest change of P_t and of the halt step when every node count and the
-offset grid are doubled (nested Sobol points), as bound_memorizing.py's ``validate`` does.
+other parameters, and the two offset parameters, are integrated by importance sampling over
+their uniform priors: a first sweep uses scrambled, seeded Sobol points (one set per regime,
+scaled by T; the offset coordinates are binned onto the offset grid, so the filter's
+covariances are shared by the nodes of a bin). Long, precise runs concentrate the posterior on
+a small part of a 5- to 8-dimensional prior, where prior points alone leave few effective
+nodes; so when a regime's posterior (or its "gain > 0.01" part) at some evaluation carries mass
+>= 1e-3 on fewer than ADAPT_ESS effective nodes, the nodes are re-drawn from a defensive
+mixture (population Monte Carlo, up to ADAPT_ROUNDS times): a quarter prior Sobol points, the
+rest Sobol points mapped through Gaussians (in logit space, widened) fitted to the last sweep's
+posterior at a few evaluations (4, 8, 16, ... and every J/8; those already carried by
+>= 4 ADAPT_ESS nodes are left to the prior quarter), each node weighted by prior / mixture
+density (deterministic-mixture weights), and the sweep is repeated. The proposal uses the whole
+run, the estimand does not: P_t still conditions on the evaluations up to t only. Curves are
+evaluated in float32 (error a few 1e-6). Reported: the effective number of nodes carrying the
+posterior (ESS = (sum w)^2 / sum w^2) where it matters (0.001 <= P_t <= 0.999), and, on a few
+runs (per regime the most informative run, the lowest-ESS one and the first one), the largest
+change of P_t and of the halt step when every node count and the offset grid are doubled
+(nested Sobol points), as bound_memorizing.py's ``validate`` does.
 
 A posterior-threshold rule is a strong reference, not a proof of optimality: the Bayes-optimal
 stopping rule for a given trade-off could differ (it weighs future evidence). The observer knows
@@ -83,13 +96,19 @@ averaged over lagged_memorizing runs ("saved (mem)") and over the other three re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+
+# Multi-threaded BLAS is much slower than one thread on the small products used here (and on
+# a shared machine); this only takes effect when numpy is not imported yet (run as a script).
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -133,10 +152,12 @@ COLLAPSE_EXACT_T = 128
 COLLAPSE_GRID = 32
 GOLDEN_ITERS = 14
 # Adaptive importance sampling (see run_posterior).
-ADAPT_ROUNDS = 2
-ADAPT_ESS = 300.0
-ADAPT_MASS, ADAPT_MASS_BIG = 1e-3, 1e-4
-ADAPT_INFLATE, ADAPT_FLOOR = 2.0, 0.15
+ADAPT_ROUNDS = 6
+SNAPSHOTS = 8
+ADAPT_ESS = 100.0
+ADAPT_SKIP = 4.0
+ADAPT_MASS, ADAPT_MASS_BIG = 1e-3, 1e-3
+ADAPT_INFLATE, ADAPT_FLOOR = 1.5, 0.05
 
 
 @dataclass(frozen=True)
@@ -144,10 +165,10 @@ class Resolution:
     """Quadrature sizes: Sobol nodes per regime (powers of 2) and the offset (sd, AR(1)) grid.
     ``refined(k)`` multiplies each by k."""
 
-    lg: int = 8192
+    lg: int = 4096
     lm: int = 512
     dg: int = 2048
-    lc: int = 8192
+    lc: int = 4096
     n_sd: int = 6
     n_ar1: int = 4
 
@@ -229,19 +250,58 @@ def family_curve(regime: str, theta: dict, steps, T: int) -> np.ndarray:
     raise ValueError(f"Unknown regime {regime!r}; choose from {LAGGED_REGIMES}.")
 
 
-class FutureMax:
-    """max_{integer s in [t, T]} f(s) of a regime's unclipped curve f (clip handled apart)."""
+class FastCurve:
+    """``family_curve`` in float32 with exp/log forms (several times faster; absolute error
+    a few 1e-6, far below the evaluation noise), used by the sweeps."""
 
     def __init__(self, regime: str, theta: dict, T: int):
-        self.regime, self.theta, self.T = regime, theta, T
+        self.regime, self.T = regime, T
+        c = {k: np.asarray(v, dtype=np.float32)[:, None] for k, v in theta.items()}
+        if "beta" in theta:
+            beta = np.asarray(theta["beta"], dtype=float)
+            c["inv_s"] = (LN100 ** (1.0 / beta) / np.asarray(theta["t_sat"]))[:, None].astype(
+                np.float32)
+        if "width" in theta:
+            c["inv_w"] = (1.0 / np.asarray(theta["width"], dtype=float))[:, None].astype(
+                np.float32)
+        self.c = c
+
+    def _p(self, s):
+        c = self.c
+        with np.errstate(divide="ignore"):
+            return 1 - np.exp(-np.exp(c["beta"] * np.log(s * c["inv_s"])))
+
+    def __call__(self, steps) -> np.ndarray:
+        s = np.asarray(steps, dtype=np.float32)
+        if s.ndim < 2:
+            s = s[None, :]
+        c, r = self.c, self.regime
+        if r == "lagged_generalizing":
+            p = self._p(np.maximum(s - c["lag"], 0))
+            with np.errstate(divide="ignore"):
+                return c["gain"] * np.exp(c["rho"] * np.log(p))
+        if r == "lagged_memorizing":
+            return c["drift"] * (s / np.float32(self.T))
+        if r == "delayed_generalization":
+            z = (s - c["onset"]) * c["inv_w"] - 2
+            return c["gain"] * (0.5 + 0.5 * np.tanh(0.5 * z))
+        z = (s - c["t_collapse"]) * c["inv_w"]
+        return c["gain"] * self._p(np.maximum(s, 0)) - c["drop"] * (0.5 + 0.5 * np.tanh(0.5 * z))
+
+
+class FutureMax:
+    """max_{integer s in [t, T]} f(s) of a regime's unclipped curve ``f`` (a callable of steps,
+    shape (k,) or per node (M, k)); the clip is handled apart."""
+
+    def __init__(self, regime: str, f, T: int):
+        self.regime, self.f, self.T = regime, f, T
         if regime == "lagged_collapse":
             self._collapse_setup()
         else:
-            self.end = family_curve(regime, theta, [T], T)[:, 0]
+            self.end = np.asarray(f(np.array([T])), dtype=float)[:, 0]
 
     def _collapse_setup(self):
-        T, th = self.T, self.theta
-        f = functools.partial(family_curve, "lagged_collapse", th, T=T)
+        T, f = self.T, self.f
         if T <= COLLAPSE_EXACT_T:
             self.grid = np.arange(T + 1)
             self.rev = bm.reverse_cummax(f(self.grid))
@@ -332,6 +392,15 @@ def _m0_box(za, zb):
     return out, k
 
 
+def _single_thread_blas():
+    """threadpoolctl's one-thread BLAS limit where it is installed (for imports after numpy)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 @dataclass
 class NodeSet:
     """Quadrature nodes of one regime: unit-cube points (columns as SOBOL_PARAMS, then the two
@@ -350,35 +419,39 @@ def _logit(u):
     return np.log(u) - np.log1p(-u)
 
 
-def _fit_component(u: np.ndarray, w: np.ndarray):
-    """Gaussian in logit(u) fitted to normalised weights w, widened (variance x ADAPT_INFLATE,
-    plus a floor) so that it keeps covering the posterior at neighbouring evaluations."""
-    z = _logit(u)
-    mu = np.einsum("i,ij->j", w, z)
+def _fit_component(z: np.ndarray, w: np.ndarray):
+    """Gaussian in z = logit(u) fitted to normalised weights w, widened (variance x
+    ADAPT_INFLATE, plus a floor) so that it keeps covering the posterior at neighbouring
+    evaluations."""
+    keep = w > 1e-8 * w.max()
+    z, w = z[keep], w[keep] / w[keep].sum()
+    mu = w @ z
     dz = z - mu
-    cov = np.einsum("i,ij,ik->jk", w, dz, dz)
+    cov = (dz * w[:, None]).T @ dz
     cov = ADAPT_INFLATE * cov + ADAPT_FLOOR ** 2 * np.eye(z.shape[1])
     return mu, np.linalg.cholesky(cov)
 
 
 def _log_normal(z, mu, L):
-    y = solve_triangular(L, (z - mu).T, lower=True)
-    return (-0.5 * np.einsum("ij,ij->j", y, y) - np.log(np.diag(L)).sum()
+    y = (z - mu) @ solve_triangular(L, np.eye(L.shape[0]), lower=True).T
+    return (-0.5 * np.einsum("ij,ij->i", y, y) - np.log(np.diag(L)).sum()
             - 0.5 * z.shape[1] * math.log(2 * math.pi))
 
 
 def mixture_nodes(regime: str, comps: list, m: int, rnd: int) -> NodeSet:
-    """About ``m`` nodes: the first m/4 prior Sobol points plus, for each fitted component, a
-    power-of-two block of scrambled Sobol points mapped through it; weights are prior /
-    (deterministic mixture of all blocks), so the estimate stays consistent for any fit."""
+    """About ``m`` nodes: the first m/4 prior Sobol points plus, for each fitted component, an
+    equal block of one scrambled Sobol sequence (consecutive blocks) mapped through it; the
+    weights are prior / (deterministic mixture of all blocks), so the estimate stays consistent
+    for any fit."""
     d = len(SOBOL_PARAMS[regime]) + 2
     m_prior = m // 4
-    m_c = max(64, 2 ** int(math.floor(math.log2(max(1, (m - m_prior) // len(comps))))))
+    m_c = max(32, (m - m_prior) // len(comps))
+    eng = qmc.Sobol(d, scramble=True, seed=np.random.default_rng([SOBOL_SEED[regime], rnd]))
+    draw = eng.random(2 ** int(math.ceil(math.log2(m_c * len(comps)))))
+    x_all = ndtri(np.clip(draw, 1e-12, 1 - 1e-12))
     parts = [unit_points(regime, m_prior)]
     for i, (mu, L) in enumerate(comps):
-        eng = qmc.Sobol(d, scramble=True,
-                        seed=np.random.default_rng([SOBOL_SEED[regime], rnd, i]))
-        x = ndtri(np.clip(eng.random(m_c), 1e-12, 1 - 1e-12))
+        x = x_all[i * m_c:(i + 1) * m_c]
         parts.append(expit(np.clip(mu + x @ L.T, -30, 30)))
     u = np.vstack(parts)
     z = _logit(u)
@@ -401,6 +474,7 @@ def _adapt(nodes: dict, snaps: list, res: Resolution, rnd: int) -> dict | None:
         sl = slice(start, start + m)
         start += m
         comps, needed = [], False
+        z = _logit(ns.u)
         for w_all, big in snaps:
             w = w_all[sl]
             mass = float(w.sum())
@@ -411,8 +485,9 @@ def _adapt(nodes: dict, snaps: list, res: Resolution, rnd: int) -> dict | None:
                     continue
                 ess = mw * mw / float(np.einsum("i,i->", ww, ww))
                 needed |= ess < ADAPT_ESS
-                comps.append(_fit_component(ns.u, ww / mw))
-        if needed:
+                if ess < ADAPT_SKIP * ADAPT_ESS:  # else the prior quarter suffices
+                    comps.append(_fit_component(z, ww / mw))
+        if needed and comps:
             changed = True
             new[r] = mixture_nodes(r, comps, res.nodes(r), rnd)
         else:
@@ -430,15 +505,16 @@ def run_posterior(sr, res: Resolution = Resolution(), stop_below: float | None =
     repeated. The proposal uses the whole run, the estimand does not: P_t conditions on the
     evaluations up to t only. With ``stop_below``, a sweep stops after the first evaluation past
     the warm-up with P_t <= it (every alpha >= stop_below has halted by then)."""
-    nodes = {r: prior_nodes(r, res.nodes(r)) for r in LAGGED_REGIMES}
-    post, snaps = _pass(sr, nodes, res, stop_below, snapshots=adapt_rounds > 0)
-    post.rounds = 0
-    for rnd in range(1, adapt_rounds + 1):
-        nodes = _adapt(nodes, snaps, res, rnd)
-        if nodes is None:
-            break
-        post, snaps = _pass(sr, nodes, res, stop_below, snapshots=rnd < adapt_rounds)
-        post.rounds = rnd
+    with _single_thread_blas():
+        nodes = {r: prior_nodes(r, res.nodes(r)) for r in LAGGED_REGIMES}
+        post, snaps = _pass(sr, nodes, res, stop_below, snapshots=adapt_rounds > 0)
+        post.rounds = 0
+        for rnd in range(1, adapt_rounds + 1):
+            nodes = _adapt(nodes, snaps, res, rnd)
+            if nodes is None:
+                break
+            post, snaps = _pass(sr, nodes, res, stop_below, snapshots=rnd < adapt_rounds)
+            post.rounds = rnd
     return post
 
 
@@ -446,8 +522,8 @@ def _pass(sr, nodes: dict, res: Resolution, stop_below: float | None, chunk: int
           snapshots: bool = False):
     """One sweep over the run's evaluations with the given nodes (``{regime: NodeSet}``).
     Returns the RunPosterior and, with ``snapshots``, the normalised node weights and
-    gain indicators (concatenated in LAGGED_REGIMES order) at evaluations 1, 2, 4, 8, ...
-    and the last one processed."""
+    gain indicators (concatenated in LAGGED_REGIMES order) at evaluations 4, 8, 16, ..., at
+    every ceil(J / SNAPSHOTS)-th from 4 on, and at the last one processed."""
     run = sr.run
     T = int(sr.truth.params["T"])
     h = run.heldout["heldout"]
@@ -474,8 +550,8 @@ def _pass(sr, nodes: dict, res: Resolution, stop_below: float | None, chunk: int
     for k, r in enumerate(LAGGED_REGIMES):
         ns = nodes[r]
         m = sizes[r] = ns.u.shape[0]
-        thetas[r] = theta = theta_from_units(r, T, ns.u)
-        fut[r] = FutureMax(r, theta, T)
+        thetas[r] = curve = FastCurve(r, theta_from_units(r, T, ns.u), T)
+        fut[r] = FutureMax(r, curve, T)
         un = ns.u[:, -2:]
         ci_parts.append(np.minimum((un[:, 0] * res.n_sd).astype(int), res.n_sd - 1) * res.n_ar1
                         + np.minimum((un[:, 1] * res.n_ar1).astype(int), res.n_ar1 - 1))
@@ -503,6 +579,7 @@ def _pass(sr, nodes: dict, res: Resolution, stop_below: float | None, chunk: int
     sum_log_s = np.zeros(C)
 
     out_p, out_e, out_r, snaps = [], [], [], []
+    snap_every = max(1, -(-J // SNAPSHOTS))
     Ft = bigt = thrt = None
     j0, width = 0, 0
     for j in range(J):
@@ -512,7 +589,7 @@ def _pass(sr, nodes: dict, res: Resolution, stop_below: float | None, chunk: int
             width = cs.size
             F_parts, big_parts = [], []
             for r in LAGGED_REGIMES:
-                fr = family_curve(r, thetas[r], cs, T)
+                fr = thetas[r](cs)
                 fm = fut[r].at(cs, fr)
                 F_parts.append(fr)
                 big_parts.append(fm - fr > GAIN_THRESHOLD)
@@ -570,7 +647,8 @@ def _pass(sr, nodes: dict, res: Resolution, stop_below: float | None, chunk: int
         out_e.append(tot * tot / float(np.einsum("i,i->", e, e)))
         out_r.append(np.bincount(fam, weights=e, minlength=nfam) / tot)
         stop = stop_below is not None and steps[j] >= warm and out_p[-1] <= stop_below
-        if snapshots and (stop or j == J - 1 or ((j & (j - 1)) == 0 and j > 0)):
+        if snapshots and (stop or j == J - 1 or (j >= 4 and ((j & (j - 1)) == 0
+                                                            or j % snap_every == 0))):
             w_orig = np.empty(M)
             w_orig[order] = e / tot
             b_orig = np.empty(M, dtype=bool)
@@ -593,7 +671,7 @@ def halt_step(post: RunPosterior, alpha: float) -> int | None:
 def frontier(posts, suite, alphas=ALPHAS):
     regimes = np.array([sr.truth.regime for sr in suite])
     mem = np.isin(regimes, MEMORIZING)
-    other = ~mem
+    other = np.isin(regimes, OTHER)
     rows = []
     for a in alphas:
         res = [bm.outcome(halt_step(p, a), sr) for p, sr in zip(posts, suite)]
@@ -617,36 +695,58 @@ def best_at(rows, cap=0.01):
     return max(ok, key=lambda r: (r["saved_mem"], r["saved_other"])) if ok else None
 
 
-def compute_posteriors(suite, res: Resolution = Resolution(), progress: bool = False):
-    posts = []
+@functools.lru_cache(maxsize=2)
+def _suite(runs: int) -> list:
+    return make_lagged_suite(1002, seed=0)[:runs]
+
+
+def _posterior_of_run(args) -> RunPosterior:
+    runs, i, res = args
+    return run_posterior(_suite(runs)[i], res, stop_below=min(ALPHAS))
+
+
+def compute_posteriors(runs: int, res: Resolution = Resolution(), workers: int = 1,
+                       progress: bool = False) -> list[RunPosterior]:
+    """Posteriors of the first ``runs`` runs of make_lagged_suite(1002, seed=0), in order
+    (``workers`` > 1: a process pool)."""
+    jobs = [(runs, i, res) for i in range(runs)]
     t0 = time.perf_counter()
-    for i, sr in enumerate(suite):
-        posts.append(run_posterior(sr, res, stop_below=min(ALPHAS)))
-        if progress and (i + 1) % 100 == 0:
-            print(f"  {i + 1}/{len(suite)} runs, {time.perf_counter() - t0:.0f} s", flush=True)
+    if workers > 1:
+        from multiprocessing import Pool
+        with Pool(workers) as pool:
+            it = pool.imap(_posterior_of_run, jobs, chunksize=8)
+            posts = []
+            for p in it:
+                posts.append(p)
+                if progress and len(posts) % 100 == 0:
+                    print(f"  {len(posts)}/{runs} runs, {time.perf_counter() - t0:.0f} s",
+                          flush=True)
+        return posts
+    posts = []
+    for job in jobs:
+        posts.append(_posterior_of_run(job))
+        if progress and len(posts) % 100 == 0:
+            print(f"  {len(posts)}/{runs} runs, {time.perf_counter() - t0:.0f} s", flush=True)
     return posts
 
 
-class BestPoint(NamedTuple):
-    false_halt: float
-    saved_mem: float
-    alpha: float
-
-
 @functools.lru_cache(maxsize=4)
-def _suite_posteriors(runs: int, res: Resolution):
-    suite = make_lagged_suite(1002, seed=0)[:runs]
-    return suite, compute_posteriors(suite, res)
+def _suite_posteriors(runs: int, res: Resolution, workers: int):
+    return _suite(runs), compute_posteriors(runs, res, workers)
 
 
-def best_saved_at(cap: float = 0.01, runs: int = 1002,
-                  res: Resolution = Resolution()) -> BestPoint | None:
-    """The best saved (mem) with false-halt rate <= ``cap`` over the first ``runs`` runs of
-    ``make_lagged_suite(1002, seed=0)``, alpha searched on ALPHAS_FINE; None if no alpha
-    reaches the cap. Posteriors are cached per (runs, res) within the process."""
-    suite, posts = _suite_posteriors(int(runs), res)
+def best_saved_at(cap: float = 0.01, runs: int = 1002, workers: int = 1,
+                  res: Resolution = Resolution()) -> dict | None:
+    """The best point at false-halt rate <= ``cap`` over the first ``runs`` runs of
+    ``make_lagged_suite(1002, seed=0)``: ``{"false", "saved_mem", "alpha", "saved_other",
+    "regret"}`` (the keys of bound_memorizing's rows), alpha searched on ALPHAS_FINE; None if no
+    alpha reaches the cap. Posteriors are cached per (runs, res, workers) in the process."""
+    if not 1 <= int(runs) <= 1002:
+        raise ValueError(f"The 'runs' parameter must be in [1, 1002]. Got {runs!r}.")
+    suite, posts = _suite_posteriors(int(runs), res, max(1, int(workers)))
     b = best_at(frontier(posts, suite, ALPHAS_FINE), cap)
-    return None if b is None else BestPoint(b["false"], b["saved_mem"], b["alpha"])
+    return None if b is None else {k: b[k] for k in ("false", "saved_mem", "alpha",
+                                                     "saved_other", "regret")}
 
 
 def breakdown_rows(posts, suite, alpha):
@@ -667,17 +767,28 @@ def breakdown_rows(posts, suite, alpha):
     return rows
 
 
+def informative_ess(post: RunPosterior) -> float:
+    """Smallest ESS over the evaluations where the estimate matters (0.001 <= P_t <= 0.999);
+    after a collapse or a completed rise the posterior can sit on a few nodes that all agree."""
+    p, e = post.prob["blind"], post.ess["blind"]
+    sel = (p >= 1e-3) & (p <= 0.999)
+    return float(e[sel].min()) if sel.any() else math.nan
+
+
 def validate(suite, idx, res):
-    """P_t with the default nodes versus every node count and the offset grid doubled."""
+    """P_t with the default nodes versus every node count and the offset grid doubled (both
+    stop as in the sweep, after the first evaluation past the warm-up with P_t <= 1e-4; P_t is
+    compared on the evaluations both processed)."""
     rows = []
     fine = res.refined(2)
     worst = {"dp": 0.0, "dstep": 0, "dfrac": 0.0, "moved": 0}
     for i in idx:
         t0 = time.perf_counter()
-        a = run_posterior(suite[i], res)
-        b = run_posterior(suite[i], fine)
+        a = run_posterior(suite[i], res, stop_below=min(ALPHAS))
+        b = run_posterior(suite[i], fine, stop_below=min(ALPHAS))
         secs = time.perf_counter() - t0
-        pa, pb = a.prob["blind"], b.prob["blind"]
+        k = min(a.steps.size, b.steps.size)
+        pa, pb = a.prob["blind"][:k], b.prob["blind"][:k]
         dp = float(np.max(np.abs(pa - pb)))
         small = (pa < 0.1) | (pb < 0.1)
         rel = (float(np.max(np.abs(np.log10(np.maximum(pa[small], 1e-12))
@@ -697,23 +808,28 @@ def validate(suite, idx, res):
         h = suite[i].run.heldout["heldout"]
         rows.append([str(i), SHORT[suite[i].truth.regime], str(T), str(h.sample_size),
                      str(h.steps.size), bm.fmt(dp, 4), bm.fmt(rel, 2), f"{moved}/{len(ALPHAS)}",
-                     str(dstep), bm.fmt(float(a.ess["blind"].min()), 1),
-                     bm.fmt(float(b.ess["blind"].min()), 1), f"{secs:.1f}"])
+                     str(dstep), bm.fmt(informative_ess(a), 1), bm.fmt(informative_ess(b), 1),
+                     f"{secs:.1f}"])
     return rows, worst
 
 
-def validation_runs(suite, k: int) -> list[int]:
-    """k runs spread over the regimes: per regime, alternately the run with the most held-out
-    information (n x evaluations) and the first runs of the suite."""
+def validation_runs(suite, k: int, posts=None) -> list[int]:
+    """k runs spread over the regimes: per regime in turn the run with the most held-out
+    information (n x evaluations), the one with the lowest ESS* in ``posts`` (if given), and
+    the first runs of the suite."""
     per = max(1, k // len(LAGGED_REGIMES))
     idx = []
     for r in LAGGED_REGIMES:
         ids = [i for i, sr in enumerate(suite) if sr.truth.regime == r]
-        info = sorted(ids, key=lambda i: -(suite[i].run.heldout["heldout"].sample_size
-                                           * suite[i].run.heldout["heldout"].steps.size))
+        orders = [sorted(ids, key=lambda i: -(suite[i].run.heldout["heldout"].sample_size
+                                              * suite[i].run.heldout["heldout"].steps.size))]
+        if posts is not None:
+            ess = {i: informative_ess(posts[i]) for i in ids}
+            orders.append(sorted(ids, key=lambda i: ess[i] if np.isfinite(ess[i]) else np.inf))
+        orders.append(ids)
         pick = []
-        for a, b in zip(info, ids):
-            for c in (a, b):
+        for cands in zip(*orders):
+            for c in cands:
                 if c not in pick and len(pick) < per:
                     pick.append(c)
         idx += pick
@@ -725,17 +841,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1002,
                     help="use the first N runs of make_lagged_suite(1002, seed=0) (regimes "
                          "cycle, so any N >= 4 keeps every regime)")
-    ap.add_argument("--validate", type=int, default=8,
+    ap.add_argument("--validate", type=int, default=12,
                     help="re-run this many runs (spread over regimes) with doubled nodes")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes for the sweep (default 1: one core)")
     args = ap.parse_args(argv)
     if not 4 <= args.runs <= 1002:
         raise ValueError(f"The 'runs' option must be in [4, 1002]. Got {args.runs}.")
 
     t_start = time.perf_counter()
     res = Resolution()
-    suite = make_lagged_suite(1002, seed=0)[: args.runs]
+    suite = _suite(args.runs)
     t0 = time.perf_counter()
-    posts = compute_posteriors(suite, res, progress=True)
+    posts = compute_posteriors(args.runs, res, max(1, args.workers), progress=True)
     secs = time.perf_counter() - t0
 
     print(f"\nHeld-out-only Bayes reference on make_lagged_suite(1002, seed=0)"
@@ -769,26 +887,34 @@ def main(argv: list[str] | None = None) -> int:
     print(text_table(["P_t bin", "evaluations", "runs", "mean P_t", "true frequency",
                       "se (by run)"], bm.calibration_rows(posts, suite, "blind")) + "\n")
 
-    mins = np.array([p.ess["blind"].min() for p in posts])
+    mins = np.array([informative_ess(p) for p in posts])
+    ok = np.isfinite(mins)
     allv = np.concatenate([p.ess["blind"] for p in posts])
+    rounds = np.bincount([p.rounds for p in posts], minlength=ADAPT_ROUNDS + 1)
     print("Effective number of quadrature nodes carrying the posterior (per run: min over its "
-          "evaluations)")
+          "evaluations with\n0.001 <= P_t <= 0.999, where the estimate matters)")
     print(text_table(["min over runs", "10th pct over runs", "median over runs",
                       "median, all evals"],
-                     [[bm.fmt(float(mins.min()), 1), bm.fmt(float(np.percentile(mins, 10)), 1),
-                       bm.fmt(float(np.median(mins)), 1), bm.fmt(float(np.median(allv)), 1)]]))
-    worst = np.argsort(mins)[:5]
-    print("  lowest ESS: " + ", ".join(f"#{i} {SHORT[suite[i].truth.regime]} ({mins[i]:.1f})"
-                                       for i in worst))
+                     [[bm.fmt(float(mins[ok].min()), 1),
+                       bm.fmt(float(np.percentile(mins[ok], 10)), 1),
+                       bm.fmt(float(np.median(mins[ok])), 1), bm.fmt(float(np.median(allv)), 1)]]))
+    worst = np.argsort(np.where(ok, mins, np.inf))[:5]
+    print("  lowest: " + ", ".join(f"#{i} {SHORT[suite[i].truth.regime]} ({mins[i]:.1f})"
+                                   for i in worst))
+    print("  adaptive importance-sampling rounds used, runs: "
+          + ", ".join(f"{k}: {int(c)}" for k, c in enumerate(rounds)))
 
     if args.validate:
-        idx = validation_runs(suite, args.validate)
+        idx = validation_runs(suite, args.validate, posts)
         print(f"\nStability: default nodes vs every node count and the offset grid doubled "
-              f"({len(idx)} runs; per regime the most informative and the first runs)")
+              f"({len(idx)} runs; per regime the most informative, the lowest-ESS* and the "
+              "first runs)")
         vrows, w = validate(suite, idx, res)
         print(text_table(["run", "regime", "T", "n", "evals", "max |dP|",
                           "max |dlog10 P| (P<0.1)", "halts moved", "max |d halt| (steps)",
-                          "min ESS", "min ESS fine", "s"], vrows))
+                          "min ESS*", "min ESS* fine", "s"], vrows))
+        print("  (ESS*: over evaluations with 0.001 <= P_t <= 0.999; halts over the 17 alphas "
+              "of the table)")
         print(f"  largest |dP_t| {w['dp']:.4f}; largest halt-step "
               f"change {w['dstep']} steps ({w['dfrac']:.3f} of T); {w['moved']} of "
               f"{len(idx) * len(ALPHAS)} (run, alpha) halts moved")

@@ -17,7 +17,7 @@ variance ``p(1-p)/n`` per point (inflated when the residuals are overdispersed):
               a run a flat held-out curve has had its chance to rise and a collapse to happen.
 
 A multinomial logistic model maps the evidence to probabilities. Its coefficients
-(:data:`REGIME_COEFFICIENTS`, stored in ``satmon/_regime_model.py``) were fitted on a seeded
+(:data:`REGIME_COEFFICIENTS`, stored in ``satmon/regime_model.json``) were fitted on a seeded
 synthetic calibration suite by ``benchmarks/_calibrate_regime.py`` (seeds 100-101, disjoint from
 the benchmark's; standard and hard mixes; snapshots after 6 to 40 evaluations of runs evaluated
 every 10 or 25 steps, and end-of-run calls of runs whose budget holds 10, 20 or 40 evaluations),
@@ -40,19 +40,23 @@ from typing import Any
 
 import numpy as np
 
-from satmon import _regime_model
+from satmon import _data
 from satmon.results import json_safe
 
 CLASSES = ("generalizing", "memorizing", "collapsing")
 FEATURES = ("z_time", "z_recent", "z_train", "z_drop", "z_gain", "z_peak", "log_points",
             "elapsed")
 
+_MODEL = _data.load("regime_model.json", list(FEATURES), package="satmon")
 #: Multinomial logistic coefficients: ``{class: (intercept, *weights in FEATURES order)}``;
-#: memorizing is the reference class (all zeros). Fitted by benchmarks/_calibrate_regime.py.
-REGIME_COEFFICIENTS: dict[str, tuple[float, ...]] = dict(_regime_model.COEFFICIENTS)
+#: memorizing is the reference class (all zeros). Fitted by benchmarks/_calibrate_regime.py,
+#: stored in satmon/regime_model.json (checked against FEATURES on load).
+REGIME_COEFFICIENTS: dict[str, tuple[float, ...]] = {
+    k: tuple(float(x) for x in v) for k, v in _MODEL["coefficients"].items()}
 #: ``(a, b)``: scores are divided by ``exp(a + b * elapsed)`` before the softmax (fitted for
 #: calibration by benchmarks/_calibrate_regime.py).
-REGIME_TEMPERATURE: tuple[float, float] = tuple(_regime_model.TEMPERATURE)  # type: ignore
+REGIME_TEMPERATURE: tuple[float, float] = (float(_MODEL["temperature"][0]),
+                                           float(_MODEL["temperature"][1]))
 #: Features are clipped to this range before the logistic model (a huge z is not more evidence
 #: than a large one, and clipping keeps the calibration stable on long runs).
 FEATURE_CLIP = 8.0

@@ -71,15 +71,16 @@ def test_rising_heldout_is_never_stopped_even_with_the_reward_saturated():
 
 
 def _memorization_control(total=300, kl=None):
-    # The demo's memorization control: from step 15 the reward is exactly 0.5 with every GRPO
-    # group at zero variance, and the greedy held-out score sits at 0.285 on 200 prompts.
+    # The lab's memorization control (benchmarks/lab_runs/memorizing): from step 15 the reward
+    # is exactly 0.5 with every GRPO group at zero variance, and the greedy held-out score on
+    # 256 prompts, evaluated every 10 steps, sits at 73/256 from step 10 on.
     def reward(s):
         return 0.5 if s >= 15 else 0.2 + 0.02 * s
 
     def heldout(s):
-        if s % 20:
+        if s % 10:
             return None
-        return {"heldout": (0.285 if s >= 20 else 0.28, 200)}
+        return {"heldout": (73 / 256 if s >= 10 else 58 / 256, 256)}
 
     def aux(s):
         a = {"frac_reward_zero_std": 1.0 if s >= 15 else 0.5}
@@ -131,7 +132,12 @@ def test_single_outliers_are_not_a_collapse():
 
 
 def test_a_sustained_decline_is_a_collapse():
-    drop = {s: 0.50 - 0.15 * min((s - 150) / 40, 1.0) for s in range(150, 401, 10)}
+    # Held-out climbs 15 points to step 150 (a reward spike's early gain), then falls 15 points
+    # over 40 steps and stays down: COLLAPSE once the last three evaluations are all low.
+    curve = {s: 0.40 + 0.001 * s if s < 150 else 0.55 - 0.15 * min((s - 150) / 40, 1.0)
+             for s in range(0, 401, 10)}
+    rng = np.random.default_rng(3)
+    drop = {s: v + 0.01 * rng.standard_normal() for s, v in curve.items()}
     ds = _plateau_with(drop)
     halt = next(d for d in ds if d.action is Action.HALT)
     assert halt.reason is Reason.COLLAPSE and 170 <= halt.step <= 260, halt.message
@@ -155,3 +161,17 @@ def test_decision_history_is_bounded():
 def test_bad_evidence_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SaturationMonitor(**kwargs)
+
+
+def test_residual_cusum_runs_on_the_fit_residuals():
+    # A saturating reward that steps down 4 noise sds at step 300: the CUSUM on the fit's
+    # residuals reports a drop soon after, and nothing while the curve follows its fit.
+    rng = np.random.default_rng(0)
+    mon = SaturationMonitor(total_steps=500)
+    for s in range(1, 401):
+        r = 0.9 - 0.6 * np.exp(-s / 40) + 0.01 * rng.standard_normal()
+        mon.update(s, r - (0.04 if s > 300 else 0.0))
+    cusum = [e for e in mon.events if e["detector"] == "ResidualCUSUM"]
+    drops = [e["step"] for e in cusum if e["kind"] == "drop"]
+    assert drops and 300 < drops[0] <= 340, cusum
+    assert not [e for e in cusum if 100 <= e["step"] <= 300], cusum

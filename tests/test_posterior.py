@@ -204,9 +204,9 @@ def test_prior_file_fields_agree_with_the_code():
 
 
 def test_a_prior_file_for_other_fields_fails_loudly(monkeypatch):
-    from satmon.monitor import _data
+    from satmon import _data
 
-    monkeypatch.setattr(_data, "_read", lambda name: json.dumps(
+    monkeypatch.setattr(_data, "_read", lambda package, name: json.dumps(
         {"fields": ["p_flat", "something_else"], "prior": {}, "risk": 0.01}))
     with pytest.raises(ValueError, match="written for the fields"):
         _data.load("prior.json", [f.name for f in fields(GainPrior)])

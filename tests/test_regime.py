@@ -57,3 +57,16 @@ def test_wls_slope_matches_ols_with_equal_weights():
 def test_probabilities_sum_to_one():
     p = regime_probabilities({"z_time": 3.0, "z_drop": 1.0})
     assert sum(p.values()) == pytest.approx(1.0)
+
+
+def test_regime_model_file_agrees_with_the_feature_list():
+    import json
+    from importlib import resources
+
+    from satmon.regime import FEATURES, REGIME_COEFFICIENTS
+
+    raw = json.loads(resources.files("satmon").joinpath("regime_model.json").read_text())
+    assert raw["fields"] == list(FEATURES)
+    assert sorted(raw["coefficients"]) == sorted(CLASSES)
+    assert all(len(v) == len(FEATURES) + 1 for v in raw["coefficients"].values())
+    assert REGIME_COEFFICIENTS["memorizing"] == (0.0,) * (len(FEATURES) + 1)

@@ -11,7 +11,7 @@ import numpy as np
 
 from satmon.curves import FAMILIES
 from satmon.decision import Reason
-from satmon.monitor import _data
+from satmon import _data
 from satmon.monitor.posterior import GainPrior
 
 
@@ -49,7 +49,7 @@ class MonitorConfig:
     halt_on: tuple[str, ...] = tuple(r.value for r in Reason)
     slope_window: int = 50
     max_history: int = 4096
-    decision_history: int = 1000
+    decision_history: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:

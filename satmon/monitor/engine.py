@@ -331,8 +331,12 @@ class SaturationMonitor:
     def _add_train(self, step: int, value: float) -> None:
         self._last_step = step
         self._check_divergence(value)
-        for det in (self._slope, self._bocpd, self._cusum):
-            ev = det.update(value, step)
+        # The CUSUM runs on the residuals of the current saturation fit (its prediction and
+        # residual sd), so it fires when the curve leaves the fit; before the first fit it uses
+        # its own damped trend.
+        expected, scale = self._fit_prediction(step)
+        for ev in (self._slope.update(value, step), self._bocpd.update(value, step),
+                   self._cusum.update(value, step, expected=expected, scale=scale)):
             if ev is not None:
                 self._events.append(ev.to_dict())
                 del self._events[:-100]
@@ -343,6 +347,20 @@ class SaturationMonitor:
         if len(self._train_steps) > self.config.max_history:
             self._compress_history()
             self._recent = _RecentWindow(self._train_values)
+
+    def _fit_prediction(self, step: int) -> tuple[float | None, float | None]:
+        """The ensemble's fitted reward at ``step`` and the fit's residual sd (None, None
+        without a usable fit)."""
+        fit = self._fit
+        params = fit.get("params")
+        sd = float(fit.get("noise_sd", math.nan))
+        if not params or not fit.get("weights") or not math.isfinite(sd) or sd <= 0:
+            return None, None
+        pred = 0.0
+        for fam, weight in fit["weights"].items():
+            pred += weight * float(curve_value(fam, params[fam], np.array([float(step)]),
+                                               fit["time_scale"])[0])
+        return (pred, sd) if math.isfinite(pred) else (None, None)
 
     def _refit_due(self, step: int, new_heldout: bool) -> bool:
         c = self.config

@@ -143,7 +143,7 @@ class GainPrior:
 
 def default_prior() -> GainPrior:
     """The fitted prior (``satmon/monitor/prior.json``)."""
-    from satmon.monitor import _data
+    from satmon import _data
 
     return GainPrior.from_dict(_data.load("prior.json", list(GainPrior.__dataclass_fields__))
                                ["prior"])
@@ -269,16 +269,47 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
         r = np.asarray(reward_levels, dtype=float)
         if r.shape != x.shape or not np.isfinite(r).all():
             raise ValueError("reward_levels must be finite and one per evaluation.")
+    ev = _evidence(pr, x, y, var, r, reward_rise_left, float(step), total)
+    return _posterior(ev, pr, min_gain=min_gain, frozen_steps=frozen_steps, horizon=horizon)
+
+
+#: Shape kinds, for the prior masses (the columns of the design, in order).
+_APPROACH, _ONSET, _DELAYED, _COMOVE = range(4)
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """Every split's and shape's marginal likelihood and ``g`` posterior, before the prior
+    masses are applied (so a calibration can reweight masses without recomputing them).
+
+    ``log_m[j, k]`` is the log evidence of shape k on split j without its prior mass and
+    without the split's prior; ``log_m0[j]`` the flat shape's; ``ghat, sd, zk`` the truncated
+    normal of ``g`` (``(J, K)``); ``D, D0, lo, hi, kinds`` per shape (``(K,)``)."""
+
+    log_m: np.ndarray
+    log_m0: np.ndarray
+    ghat: np.ndarray
+    sd: np.ndarray
+    zk: np.ndarray
+    D: np.ndarray
+    D0: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    kinds: np.ndarray
+    phi: np.ndarray
+    n: int
+
+
+def _evidence(pr: GainPrior, x: np.ndarray, y: np.ndarray, var: np.ndarray,
+              r: np.ndarray | None, rise_left: float, step: float, total: float) -> _Evidence:
+    n = x.size
     scale_t = max(total - x[0], 1.0)
     # Leading evaluations may belong to an earlier phase (the format jump of the first steps):
     # split j says the shapes explain evaluations j.. and the first j are free (each its own
     # level, uniform on [0, 1], so each contributes a likelihood of about 1). The shapes keep
     # their time origin at the first evaluation; all splits are computed at once.
     n_lead = min(pr.max_lead, max(n - 4, 0))
-    log_split = np.full(n_lead + 1, math.log(pr.p_lead / n_lead) if n_lead else 0.0)
-    if n_lead:
-        log_split[0] = math.log(1.0 - pr.p_lead)
-    S, D, D0, lo, hi, lp = _design(pr, x, r, reward_rise_left, float(step), total, scale_t)
+    S, D, D0, lo, hi, kinds = _design(pr, x, r, rise_left, step, total, scale_t)
     # Sums over evaluations j.. for every split j at once (reverse cumulative sums, O(N x K)).
     w = 1.0 / var
 
@@ -302,10 +333,34 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
     # The Gaussian constants differ between splits (other points, other dispersion), so the
     # evidence keeps them: N(y; mean, phi v) per point, and the integral over `a`.
     base = (-0.5 * m * np.log(2 * math.pi * phi) - 0.5 * tail_sums(np.log(var))
-            + 0.5 * np.log(2 * math.pi * phi / sw) + log_split)
+            + 0.5 * np.log(2 * math.pi * phi / sw))
     log_m = (-0.5 * q / phi[:, None] + np.log(sd) + _LOG_SQRT_2PI + np.log(zk)
-             - np.log(hi - lo) + lp + base[:, None])
-    log_m0 = -0.5 * syy / phi + math.log(pr.p_flat) + base
+             - np.log(hi - lo) + base[:, None])
+    log_m0 = -0.5 * syy / phi + base
+    return _Evidence(log_m, log_m0, ghat, sd, zk, D, D0, lo, hi, kinds, phi, n)
+
+
+def _log_masses(pr: GainPrior, kinds: np.ndarray) -> np.ndarray:
+    """Each shape's log prior mass (a kind's mass spread evenly over its shapes)."""
+    counts = np.bincount(kinds, minlength=4)
+    mass = np.array([1.0 - pr.p_flat - pr.p_comove - pr.p_onset - pr.p_delayed, pr.p_onset,
+                     max(pr.p_delayed, 1e-300), pr.p_comove])
+    if counts[_COMOVE] == 0:  # no co-moving shape: its mass goes to the approach shapes
+        mass[_APPROACH] += pr.p_comove
+    return np.log(mass[kinds] / counts[kinds])
+
+
+def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: int,
+               horizon: float, full: bool = True) -> HeldoutPosterior:
+    """The mixture over splits and shapes under the prior masses of ``pr`` (``full=False``
+    computes P(gain) alone, for calibration sweeps)."""
+    J = ev.log_m.shape[0]
+    n_lead = J - 1
+    log_split = np.full(J, math.log(pr.p_lead / n_lead) if n_lead else 0.0)
+    if n_lead:
+        log_split[0] = math.log(1.0 - pr.p_lead)
+    log_m = ev.log_m + _log_masses(pr, ev.kinds) + log_split[:, None]
+    log_m0 = ev.log_m0 + math.log(pr.p_flat) + log_split
     top = max(float(log_m.max()), float(log_m0.max()))
     wk = np.exp(log_m - top)
     w0 = np.exp(log_m0 - top)
@@ -313,9 +368,8 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
     split_w = (wk.sum(axis=1) + w0) / norm
     wk = (wk / norm).ravel()
     w0 = float(w0.sum() / norm)
-    J = n_lead + 1
-    ghat, sd, zk = ghat.ravel(), sd.ravel(), zk.ravel()
-    D, D0, lo, hi = (np.tile(a, J) for a in (D, D0, lo, hi))
+    ghat, sd, zk = ev.ghat.ravel(), ev.sd.ravel(), ev.zk.ravel()
+    D, D0, lo, hi = (np.tile(a, J) for a in (ev.D, ev.D0, ev.lo, ev.hi))
 
     def tail(cuts: np.ndarray, lever: np.ndarray) -> np.ndarray:
         # P(g x lever >= cut) for each cut, summed over the non-flat shapes (flat gains 0).
@@ -329,9 +383,13 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
     if frozen_steps > 0 and horizon > 0:
         p_frozen = (frozen_steps + 1) / (frozen_steps + horizon + 1)
     alive = 1.0 - p_frozen
+    nan = math.nan
+    expected = upper = p_falling = p_gained = nan
     if horizon <= 0:
         p_gain = 0.0
         expected = upper = 0.0
+    elif not full:
+        p_gain = float(alive * tail(np.array([min_gain]), D)[0])
     else:
         # The tail on a grid of gains gives P(gain >= min_gain) and the 95% upper bound.
         top_gain = float(np.max(hi * D, initial=0.0))
@@ -346,67 +404,64 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
         dens = (np.exp(-0.5 * a0 ** 2) - np.exp(-0.5 * b0 ** 2)) / math.sqrt(2 * math.pi)
         e_pos = (ghat * mass + sd * dens) / zk
         expected = alive * float(wk @ (np.maximum(e_pos, 0.0) * D))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_falling = float(wk @ np.minimum(
-            np.maximum(ndtr((0.0 - ghat) / sd) - ndtr((lo - ghat) / sd), 0.0) / zk, 1.0))
+    if full:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_falling = float(wk @ np.minimum(
+                np.maximum(ndtr((0.0 - ghat) / sd) - ndtr((lo - ghat) / sd), 0.0) / zk, 1.0))
+        p_gained = float(tail(np.array([min_gain]), D0)[0])
     return HeldoutPosterior(
         p_gain=float(min(max(p_gain, 0.0), 1.0)), expected_gain=expected, gain_upper=upper,
-        p_gained=float(tail(np.array([min_gain]), D0)[0]), p_flat=w0, p_falling=p_falling,
-        dispersion=float(split_w @ phi), p_frozen=float(p_frozen), n_points=int(n),
-        horizon=horizon)
+        p_gained=p_gained, p_flat=w0, p_falling=p_falling, dispersion=float(split_w @ ev.phi),
+        p_frozen=float(p_frozen), n_points=int(ev.n), horizon=horizon)
 
 
 def _design(pr: GainPrior, x: np.ndarray, r: np.ndarray | None, rise_left: float,
             step: float, total: float, scale_t: float):
     """Every non-flat shape's column (``(N, K)``, time from the first evaluation), its gain
     lever from now to the end ``D`` and from the start to now ``D0``, the bounds of ``g`` and
-    the log prior masses (each ``(K,)``)."""
+    its kind (each ``(K,)``)."""
     x0 = (x - x[0])[:, None]
     now = step - x[0]
     end = total - x[0]
-    cols, d_left, d_sofar, lows, highs, log_prior = [], [], [], [], [], []
-    approach_mass = 1.0 - pr.p_flat - pr.p_comove - pr.p_onset - pr.p_delayed
-    if r is None:  # no co-moving shape: its mass goes to the approach shapes
-        approach_mass += pr.p_comove
+    cols, d_left, d_sofar, lows, highs, kinds = [], [], [], [], [], []
 
-    def add(col, left, sofar, low, high, log_mass):
+    def add(col, left, sofar, low, high, kind):
         k = np.size(left)
         cols.append(col)
         d_left.append(np.broadcast_to(left, (k,)))
         d_sofar.append(np.broadcast_to(sofar, (k,)))
         lows.append(np.full(k, low))
         highs.append(np.full(k, high))
-        log_prior.append(np.full(k, log_mass))
+        kinds.append(np.full(k, kind))
 
     # Approach shapes, one per time scale: s = 1 - exp(-x / tau).
     taus = scale_t * np.geomspace(pr.tau_low, pr.tau_high, pr.n_tau)
     add(-np.expm1(-x0 / taus), np.exp(-now / taus) - np.exp(-end / taus),
-        -np.expm1(-now / taus), pr.gain_low, pr.gain_high, math.log(approach_mass / pr.n_tau))
+        -np.expm1(-now / taus), pr.gain_low, pr.gain_high, _APPROACH)
     # Onset shapes: an accelerating rise (x / T)**k, the convex start of a sigmoid learning curve.
     ks = np.asarray(pr.onset_powers)
     f_now = min(now, scale_t) / scale_t
     f_end = min(end, scale_t) / scale_t
     add((x0 / scale_t) ** ks, f_end ** ks - f_now ** ks, f_now ** ks, pr.gain_low,
-        pr.gain_high, math.log(pr.p_onset / ks.size))
+        pr.gain_high, _ONSET)
     # Delayed shapes: a logistic rise centred at c (a fraction of the run) of width w, the
     # generalization that starts long after the reward saturated. With a flat past, the ones
     # centred in the future stay as likely as their prior: they keep P(gain) up by about
     # p_delayed x (share of the run left), which is what this mass trades against.
     centres = np.arange(1, pr.n_delay + 1) / pr.n_delay * scale_t
-    log_delay = math.log(max(pr.p_delayed, 1e-300) / (centres.size * len(pr.delay_widths)))
     for wf in pr.delay_widths:
         wd = 2 * wf * scale_t
 
         def sig(v):
             return 0.5 * (1.0 + np.tanh((v - centres) / wd))
         add(sig(x0) - sig(0.0), sig(end) - sig(now), sig(now) - sig(0.0), pr.gain_low,
-            pr.gain_high, log_delay)
+            pr.gain_high, _DELAYED)
     if r is not None:
         # Co-moving: held-out = a + g x (normalised training reward).
         add(r[:, None], max(float(rise_left), 0.0), float(r[-1] - r[0]), pr.comove_low,
-            pr.comove_high, math.log(pr.p_comove))
+            pr.comove_high, _COMOVE)
     return (np.concatenate(cols, axis=1), np.concatenate(d_left), np.concatenate(d_sofar),
-            np.concatenate(lows), np.concatenate(highs), np.concatenate(log_prior))
+            np.concatenate(lows), np.concatenate(highs), np.concatenate(kinds))
 
 
 def _upper_bound(grid: np.ndarray, tails: np.ndarray, level: float) -> float:
