@@ -658,7 +658,8 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     print(f"Suites: satmon.datasets standard mix ({n_std} runs, seed 0, T = 500) and the lagged "
           f"family ({n_lag} runs, seed 0, T 100-2,000); hard mix {n_hard} runs (seed 1) for the "
-          "regime call. The prior was fitted on seed 100 of each (calibrate_prior.py).\n")
+          "regime call. The prior was fitted on seed 100 of the datasets family, the lab runs and "
+          "the real logs (calibrate_prior.py); the lagged family is held out.\n")
     suite, mon, mon_sum, dominated = family_tables("standard", 0, n_std, args.workers, "a")
     lag_suite, lag_mon, lag_sum, lag_dom = family_tables("lagged", 0, n_lag, args.workers, "b")
     t_replays = time.perf_counter() - t_start
