@@ -210,3 +210,16 @@ def test_a_prior_file_for_other_fields_fails_loudly(monkeypatch):
         {"fields": ["p_flat", "something_else"], "prior": {}, "risk": 0.01}))
     with pytest.raises(ValueError, match="written for the fields"):
         _data.load("prior.json", [f.name for f in fields(GainPrior)])
+
+
+def test_upper_bound_is_consistent_with_the_gain_probability():
+    # P(gain >= 1 pt) above 5% means the 95% upper bound is above 1 point, and the other way.
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        slope = rng.uniform(-1e-4, 3e-4)
+        y = np.round((0.4 + slope * STEPS + rng.normal(0, 0.02, 10)) * 300) / 300
+        post = heldout_gain_posterior(STEPS, y, np.full(10, 300), step=225,
+                                      total_steps=float(rng.choice([260, 500, 2000])))
+        assert (post.gain_upper > 0.01) == (post.p_gain > 0.05) or \
+            abs(post.p_gain - 0.05) < 0.01, (trial, post)
+        assert post.gain_upper >= 0.0 and post.expected_gain >= 0.0

@@ -393,7 +393,8 @@ def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: i
     else:
         # The tail on a grid of gains gives P(gain >= min_gain) and the 95% upper bound.
         top_gain = float(np.max(hi * D, initial=0.0))
-        grid = np.concatenate([[min_gain], np.linspace(0.0, max(top_gain, 1e-6), 65)[1:]])
+        # Geometric from 0.01 point, so a bound below the first step of a linear grid is seen.
+        grid = np.concatenate([[min_gain], np.geomspace(1e-4, max(top_gain, 2e-4), 64)])
         tails = alive * tail(grid, D)
         p_gain = float(tails[0])
         upper = _upper_bound(grid[1:], tails[1:], 0.05)
