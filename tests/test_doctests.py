@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-CORE_MODULES = ["satmon.run", "satmon.saturation", "satmon.datasets"]
+CORE_MODULES = ["satmon.run", "satmon.saturation", "satmon.datasets", "satmon.monitor.engine",
+                "satmon.monitor.posterior"]
 
 
 @pytest.mark.parametrize("name", CORE_MODULES)
