@@ -373,8 +373,14 @@ for s, v in zip(tr.steps.tolist(), tr.values.tolist()):
     mon.update(s, v, heldout=held)
     times.append(time.perf_counter_ns() - t0)
 t = np.asarray(times) / 1e6
-# Memory the monitor keeps after 100,000 cheap updates (evaluations every 1,000 steps).
+# Memory the monitor keeps after 100,000 cheap updates (evaluations every 1,000 steps). A short
+# warm-up run first, so the lazily imported modules (scipy.optimize ...) are not counted.
 rng = np.random.default_rng(0)
+warm = SaturationMonitor(total_steps=3_000, halt_on=())
+for s in range(1, 3_001):
+    warm.update(s, 0.5 + 0.01 * float(rng.standard_normal()),
+                heldout={"heldout": (0.5, 500)} if s % 500 == 0 else None)
+del warm
 tracemalloc.start()
 before = tracemalloc.take_snapshot()
 mon = SaturationMonitor(total_steps=100_000, halt_on=(), refit_every=5_000)
@@ -775,12 +781,16 @@ def main(argv=None) -> int:
     for kind, summ in (("datasets", mon_sum), ("lagged", lag_sum)):
         b = bayes.get("standard" if kind == "datasets" else "lagged")
         ratio = summ["saved_mem"] / b["saved_mem"] if b and b["saved_mem"] > 0 else math.nan
+        # The ratio compares points on the frontier only when both are at <= 1% false halts.
+        comparable = summ["false_halt"] <= 0.01
         targets += [
             [f"{kind}: false-halt rate <= 0.010", fmt(summ["false_halt"], 4),
              met(summ["false_halt"] <= 0.01)],
             [f"{kind}: saved (mem) >= 0.85 x Bayes held-out-only observer",
-             f"{fmt(summ['saved_mem'])} / {fmt(b['saved_mem']) if b else 'n/a'} = {fmt(ratio)}",
-             met(ratio >= 0.85) if math.isfinite(ratio) else "not measured"],
+             f"{fmt(summ['saved_mem'])} / {fmt(b['saved_mem']) if b else 'n/a'} = {fmt(ratio)}"
+             + ("" if comparable else " (monitor above 1% false halts)"),
+             (met(ratio >= 0.85) if comparable else "NOT MET") if math.isfinite(ratio)
+             else "not measured"],
             [f"{kind}: mean regret <= 0.3 points", fmt(summ["regret"]),
              met(summ["regret"] <= 0.3)]]
     targets += [
