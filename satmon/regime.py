@@ -71,7 +71,9 @@ def binomial_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.where(known, p * (1 - p) / np.where(known, sizes, 1.0), np.nan)
 
 
-def _point_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def point_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per-evaluation variance: binomial where ``n`` is known (0 = unknown), the median of the
+    known ones where some are, a robust scale from successive differences where none are."""
     var = binomial_variance(values, sizes)
     missing = np.isnan(var)
     if missing.all():
@@ -158,7 +160,7 @@ def regime_features(steps: Sequence[float], values: Sequence[float], sizes: Sequ
     """
     x = np.asarray(steps, dtype=float)
     y = np.asarray(values, dtype=float)
-    var = _point_variance(y, np.asarray(sizes, dtype=float))
+    var = point_variance(y, np.asarray(sizes, dtype=float))
     return _features(x, y, var, np.asarray(train_steps, dtype=float),
                      np.asarray(train_values, dtype=float), since_step, total_steps).features
 

@@ -57,6 +57,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from satmon.detectors.base import check_number
+from satmon.regime import point_variance
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -180,31 +181,6 @@ class HeldoutPosterior:
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in fields(self)}
-
-
-def point_variance(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Per-evaluation variance: binomial ``p(1-p)/n`` (p clipped to [0.02, 0.98]); where ``n``
-    is unknown (0), a robust scale from successive differences (floored at 0.005**2), or the
-    median of the known variances when some are known."""
-    values = np.asarray(values, dtype=float)
-    sizes = np.asarray(sizes, dtype=float)
-    p = np.minimum(np.maximum(values, 0.02), 0.98)
-    known = sizes > 0
-    var = np.where(known, p * (1 - p) / np.where(known, sizes, 1.0), np.nan)
-    if known.all():
-        return var
-    if known.any():
-        return np.where(known, var, float(np.median(var[known])))
-    d = np.diff(values)
-    s = float(np.median(np.abs(d)) / 0.6745 / math.sqrt(2)) if d.size >= 2 else 0.02
-    return np.full(values.size, max(s, 0.005) ** 2)
-
-
-def _truncnorm_tail(cut: np.ndarray, mean: np.ndarray, sd: np.ndarray, lo: float, hi: float,
-                    z: np.ndarray) -> np.ndarray:
-    """P(g >= cut) for g ~ N(mean, sd) truncated to [lo, hi] (z: its normaliser)."""
-    c = np.minimum(np.maximum(cut, lo), hi)
-    return np.maximum(ndtr((hi - mean) / sd) - ndtr((c - mean) / sd), 0.0) / z
 
 
 def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: float,
