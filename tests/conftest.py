@@ -1,4 +1,4 @@
-"""Shared fixtures: real MLflow stores and servers, paths to the shared real logs."""
+"""Shared fixtures: real MLflow stores and servers, the real logs shipped in tests/data."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_LOGS = REPO.parent / "shared" / "real-logs"
+REAL_LOGS = REPO / "tests" / "data" / "real-logs"
 
 
 # Everything the '[dev]' extra installs. Tests import optional packages with importorskip so a
@@ -163,9 +163,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def real_logs() -> Path:
-    """The folder of real training logs shared with the project (raw/ and reference/)."""
-    if not (REAL_LOGS / "raw").is_dir():
-        pytest.fail(f"shared real logs not found at {REAL_LOGS}; they ship beside the repo")
+    """The real training logs shipped with the tests (raw/ and reference/; see PROVENANCE.md)."""
     return REAL_LOGS
 
 

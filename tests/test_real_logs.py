@@ -1,4 +1,8 @@
-"""Every real log in ../shared/real-logs/raw loads, and `satmon export` reproduces its reference.
+"""Every real log in tests/data/real-logs/raw loads, and `satmon export` reproduces its reference.
+
+Three real logs whose licence lets the project ship them are in the repository; the three that
+cannot be shipped are stood in for by format twins (tests/_log_twins.py), checked against the
+values their writer printed. tests/data/real-logs/PROVENANCE.md says which is which.
 
 The reference CSVs were written by an independent converter. The comparison is the one the
 issue asks for: the same set of (step, metric) rows, and every value equal to the reference at
@@ -17,24 +21,25 @@ import pytest
 from satmon.analysis import detect_format, read_run, read_runs
 from satmon.cli import main
 
+from _log_twins import write_twins
+
 # raw file (prefix) -> reference name, expected format, options, (train steps, held-out points)
 CASES = {
-    "eric-haibin-lin__verl-data__gsm8k_Qwen2.5-0.5B":
-        ("verldata_gsm8k_qwen25_05b_ppo_p512_r256", "verl-console", [], (435, 43)),
-    "yushengsu-thu__verl_training_log__gsm8k_grpo":
-        ("yushengsu_gsm8k_deepseek7b_grpo", "verl-console", [], (1119, 112)),
     "diqiuzhuanzhuan__verldata__run_logs_qwen2-7b_math_megatron":
         ("diqiu_qwen2_7b_gpg_megatron_gsm8k_math_val_gsm8k", "verl-console", [], (105, 22)),
     "volcengine__verl__recipe_async_reward_agent_assets_tensorboard_q3b_fsdp_base":
         ("verl_asyncRA_q3b_fsdp_base", "tensorboard", [], (105, 22)),
     "volcengine__verl__recipe_async_reward_agent_assets_tensorboard_gsm8k_qwen2_7b_base":
         ("verl_asyncRA_gsm8k_qwen2_7b_base", "tensorboard", [], (105, 22)),
-    # The TRL run's task reward is one reward function; `reward` is the weighted sum with a
-    # format reward and a penalty, so the key is named (as the shared README does).
-    "JuncyLu__trl_DAPO__training_logs":
-        ("TRAINONLY_juncylu_trl_grpo_qwen25vl3b_aokvqa", "trl-console",
-         ["--train-key", "rewards/mc_idx_reward/mean"], (49, 0)),
 }
+# twin -> (train steps, held-out points) as written
+TWINS = {"verl_old_keys_ray_prefix": (435, 43), "verl_long_plain": (1120, 112),
+         "trl_console_tqdm": (49, 0)}
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    return write_twins(tmp_path_factory.mktemp("twins"))
 
 
 def _raw_file(real_logs: Path, prefix: str) -> Path:
@@ -104,10 +109,48 @@ def test_read_run_and_analyze(real_logs, prefix, capsys):
         assert "no held-out series found" in printed
 
 
-def test_read_runs_over_the_raw_folder(real_logs):
-    """The raw folder mixes console logs with two renamed event files of different runs."""
-    runs = read_runs(real_logs / "raw")
-    assert len(runs) == len(CASES)
+def test_provenance_names_every_shipped_file(real_logs):
+    text = (real_logs / "PROVENANCE.md").read_text()
+    for p in sorted((real_logs / "raw").iterdir()) + sorted((real_logs / "reference").iterdir()):
+        assert p.name in text, p.name
+    for licence in ("MIT", "Apache-2.0"):
+        assert licence in text
+    assert (real_logs / "LICENSES" / "Apache-2.0.txt").read_text().count("Apache License") >= 1
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_export_of_a_twin_matches_what_was_written(twins, tmp_path, name, capsys):
+    twin = twins[name]
+    n_train, n_heldout = TWINS[name]
+    assert detect_format(twin.path) == twin.format
+    out = tmp_path / f"{name}.csv"
+    assert main(["export", str(twin.path), "--out", str(out), *twin.options]) == 0
+    ours = _rows(out)
+    expected = {(step, metric): value for metric, series in twin.truth.items()
+                for step, value in series.items()}
+    assert set(ours) == set(expected)
+    for key, text in expected.items():
+        assert float(ours[key]) == pytest.approx(float(text), abs=0.5 * 10 ** -_decimals(text))
+    assert twin.count("train_reward") == n_train and twin.count("heldout_acc") == n_heldout
+    run = read_run(twin.path, train_key=twin.options[1] if twin.options else None)
+    assert len(run.train_reward) == n_train
+    assert sum(len(s) for s in run.heldout.values()) == n_heldout
+    assert run.metadata["cleaning"] == {}
+    assert main(["analyze", str(twin.path), *twin.options]) == 0
+    if not n_heldout:
+        assert "no held-out series found" in capsys.readouterr().out
+
+
+def test_read_runs_over_a_mixed_folder(real_logs, twins, tmp_path):
+    """One folder mixing console logs with two renamed event files of different runs."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for p in (real_logs / "raw").iterdir():
+        (folder / p.name).write_bytes(p.read_bytes())
+    for twin in twins.values():
+        (folder / twin.path.name).write_bytes(twin.path.read_bytes())
+    runs = read_runs(folder)
+    assert len(runs) == len(CASES) + len(TWINS)
     formats = sorted(r.metadata["format"] for r in runs)
     assert formats == ["tensorboard", "tensorboard", "trl-console", "verl-console",
                        "verl-console", "verl-console"]
