@@ -9,10 +9,14 @@ code runs in single-process jobs and in tests.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from satmon._optional import is_available, require
+
+log = logging.getLogger("satmon.callbacks")
 
 
 @dataclass(frozen=True)
@@ -57,19 +61,56 @@ def _collective_device(dist: Any) -> Any:
     return torch.device("cpu")
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is True on at least one rank (a MAX all-reduce).
+@dataclass(frozen=True)
+class StopVote:
+    """The result of one stop vote: how many ranks wanted to stop and how many could not vote.
+
+    ``failed`` counts ranks whose local part of the vote raised (they voted "continue"); every
+    rank still took part in the collective, so the ranks stay in step.
+    """
+
+    stop: int = 0
+    failed: int = 0
+
+    @property
+    def any_stop(self) -> bool:
+        return self.stop > 0
+
+
+def vote_stop(wish: Callable[[], bool]) -> StopVote:
+    """Count, on every rank, the ranks whose ``wish()`` is True (a SUM all-reduce).
 
     Every rank must call this the same number of times; it is how a stop decision taken by one
-    process becomes the decision of all of them.
+    process becomes the decision of all of them. Whatever fails *locally* (``wish()`` raising,
+    the vote's tensor not being built) is itself part of the vote: that rank contributes
+    "continue, failed" and still joins the collective, so a rank-local fault never leaves the
+    ranks one collective apart (which would hang the job at the next one). Only the collective
+    itself may raise, and then the process group is broken for the trainer as well.
     """
+    try:
+        vote, failed = (1 if wish() else 0), 0
+    except Exception:
+        log.exception("satmon: this rank could not compute its stop vote; it votes continue")
+        vote, failed = 0, 1
     dist = _dist()
     if dist is None or dist.get_world_size() == 1:
-        return bool(flag)
+        return StopVote(stop=vote, failed=failed)
     torch = require("torch", feature="multi-process stop decisions")
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_collective_device(dist))
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    try:
+        t = torch.tensor([vote, failed], dtype=torch.int32, device=_collective_device(dist))
+    except Exception:
+        log.exception("satmon: building the stop vote failed on this rank; it votes continue")
+        t = torch.tensor([0, 1], dtype=torch.int32, device=_fallback_device(dist))
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    stop, failed = (int(v) for v in t.tolist())
+    return StopVote(stop=stop, failed=failed)
+
+
+def _fallback_device(dist: Any) -> Any:
+    torch = require("torch", feature="multi-process stop decisions")
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -23,11 +23,26 @@ A failure inside monitoring (the engine, MLflow, a figure) is logged and skipped
 on. Only configuration mistakes found at the first log (a missing metric key with
 ``strict=True``) or at train begin raise, before compute is wasted.
 
-Resuming: the engine state is written beside every checkpoint. With
+Resuming: the engine state is written beside every checkpoint
+(``checkpoint-N/satmon_state.json``, atomically: a temporary file then a rename). With
 ``TrainingArguments(restore_callback_states_from_checkpoint=True)`` the Trainer also restores the
 callback's counters and the exact location of that file; without it the file is looked up in
-``<output_dir>/checkpoint-<step>/``. Either way the resumed run makes the same decisions as an
-uninterrupted one.
+``<output_dir>/checkpoint-<step>/``. The whole file is checked before any of it is applied
+(:class:`satmon.monitor.StateError` says what is wrong). The held-out values the callback
+reads (and their sample sizes) also go into the trainer's ``log_history`` as
+``<name>/heldout/<benchmark>`` and ``<name>/heldout/<benchmark>/n``, so ``trainer_state.json``
+holds every input of the monitor. Policy at a resume from checkpoint-S:
+
+* the state of checkpoint-S is valid: it is loaded, and the run makes the same decisions as an
+  uninterrupted one;
+* it is missing (a kill between the Trainer's save and satmon's ``on_save``, e.g. SIGTERM): the
+  newest older checkpoint's state is used (or none), and the steps after it are replayed from
+  the trainer's log history through the same reading path, with one warning that names the
+  state used and the number of steps replayed;
+* it is present but damaged, truncated, from a newer satmon or made with another monitor
+  configuration: with ``strict=True`` (the default) training does not start and the error says
+  which file and why, and how to go on; with ``strict=False`` the same fallback as a missing
+  state, with the reason in the warning.
 """
 
 from __future__ import annotations
@@ -42,11 +57,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from satmon._optional import is_available, require
-from satmon.callbacks.distributed import any_rank
+from satmon.callbacks.distributed import vote_stop
 from satmon.callbacks.heldout import HeldoutEvaluator, HeldoutResult
 from satmon.decision import Action, Decision
 from satmon.keys import KeyMap, format_key_list
-from satmon.monitor import SaturationMonitor
+from satmon.monitor import SaturationMonitor, StateError
 from satmon.results import json_safe
 from satmon.sinks import MlflowSink
 
@@ -100,6 +115,8 @@ class _RunState:
     eval_checked: bool = False
     warned: set[str] = field(default_factory=set)
     failures: int = 0
+    vote_failures: int = 0  # stop votes in which some rank could not vote
+    replaying: bool = False  # feeding a resumed run's log history to the monitor
     last_tags: dict[str, str] = field(default_factory=dict)
     heldout_results: list[HeldoutResult] = field(default_factory=list)
     resumed_from: str | None = None
@@ -301,11 +318,16 @@ class SaturationCallback(TrainerCallback, ExportableState):
         run.source = self._choose_source(args)
         run.heldout_n = self.heldout_n or _dataset_size(kwargs.get("eval_dataloader"))
         if state.global_step > 0:
-            self._guard("loading the resumed state", self._load_state, args, state)
+            try:
+                self._load_state(args, state)
+            except StateError:
+                raise  # strict=True and a damaged state file: the message says what to do
+            except Exception:
+                self._failure("loading the resumed state")
         if run.is_main:
             self._guard("opening the MLflow sink", self._open_sink, args)
         if (run.source == "evaluator" and self.evaluator.due(0) and state.global_step == 0):
-            self._run_evaluator(kwargs, 0)
+            self._run_evaluator(kwargs, 0, state)
             self._flush()
         self._sync_stop(control)
 
@@ -316,7 +338,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
         if run.pending is not None and run.pending.step < step:
             self._flush()
         if run.source == "evaluator" and self.evaluator.due(step):
-            self._run_evaluator(kwargs, step)
+            self._run_evaluator(kwargs, step, state)
         if run.pending is not None and run.pending.step == step:
             expects_log = bool(control.should_log)
             expects_eval = run.source == "eval" and bool(control.should_evaluate)
@@ -334,7 +356,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
         if kind == "train":
             self._read_train(logs, step, control)
         elif kind == "eval":
-            self._read_eval(logs, step, control, kwargs)
+            self._read_eval(logs, step, control, kwargs, state=state)
         if run.pending is not None and run.pending.step < step:
             self._flush()
         self._sync_stop(control)
@@ -374,7 +396,8 @@ class SaturationCallback(TrainerCallback, ExportableState):
             self._flush()
 
     def _read_eval(self, logs: Mapping[str, Any], step: int, control: Any,
-                   kwargs: Mapping[str, Any]) -> None:
+                   kwargs: Mapping[str, Any], *, state: Any = None,
+                   sizes: Mapping[str, int] | None = None) -> None:
         run = self._run
         if run.source != "eval":
             return
@@ -388,7 +411,13 @@ class SaturationCallback(TrainerCallback, ExportableState):
         pending = self._pending_for(step, control)
         for name, value in picked.heldout.items():
             v = _as_float(value)
-            pending.heldout[name] = (math.nan if v is None else v, n)
+            size = (sizes or {}).get(name, n)
+            pending.heldout[name] = (math.nan if v is None else v, size)
+        history = getattr(state, "log_history", None)
+        if n and isinstance(history, list):
+            # The sample size is not in the eval log; the log history keeps it for a replay.
+            history.append({**{f"{self.name}/heldout/{k}/n": n for k in picked.heldout},
+                            "step": step})
         pending.waiting_for_eval = False
         self._flush()
 
@@ -441,7 +470,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
 
     # -- held-out evaluator ---------------------------------------------------------------
 
-    def _run_evaluator(self, kwargs: Mapping[str, Any], step: int) -> None:
+    def _run_evaluator(self, kwargs: Mapping[str, Any], step: int, state: Any) -> None:
         try:
             result = self.evaluator.evaluate(kwargs.get("model"), kwargs.get("processing_class"),
                                              step=step)
@@ -451,6 +480,14 @@ class SaturationCallback(TrainerCallback, ExportableState):
             self._failure("running the held-out evaluator")
             return
         self._run.heldout_results.append(result)
+        # Into the trainer's log history as well, so trainer_state.json holds the held-out
+        # series and a resume can replay it (``<name>/heldout/<benchmark>`` and ``.../n``).
+        history = getattr(state, "log_history", None)
+        if isinstance(history, list):
+            entry = {f"{self.name}/heldout/{result.name}": result.value, "step": step}
+            if result.n > 0:
+                entry[f"{self.name}/heldout/{result.name}/n"] = result.n
+            history.append(entry)
         pending = self._pending_for(step, None)
         pending.heldout[result.name] = (result.value, result.n if result.n > 0 else None)
         if result.n_failed:
@@ -490,7 +527,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
         run.decisions.append(decision)
         if run.sink is not None:
             self._guard("logging to MLflow", self._log_update, pending, decision)
-        if act:
+        if act and not run.replaying:
             self._act(decision)
 
     def _act(self, decision: Decision) -> None:
@@ -506,16 +543,31 @@ class SaturationCallback(TrainerCallback, ExportableState):
             run.want_stop = True
             run.halt_decision = decision
 
+    def _stop_wish(self) -> bool:
+        return bool(self._run.want_stop and self.action != "flag")
+
     def _sync_stop(self, control: Any) -> None:
-        """All-reduce the stop wish; every rank calls this at the same hooks."""
+        """Vote on stopping across ranks; every rank calls this at the same hooks.
+
+        A rank-local failure is part of the vote (that rank votes continue and the count of
+        failed ranks comes back to all of them), so every rank makes the same sequence of
+        collectives whatever fails locally.
+        """
         run = self._run
         try:
-            stop = any_rank(run.want_stop and self.action != "flag")
+            vote = vote_stop(self._stop_wish)
         except Exception:
-            # A broken process group will fail the trainer's own next collective too; do not
-            # add a second failure from monitoring.
+            # The collective itself failed: the process group is broken, and the trainer's own
+            # next collective fails too; do not add a second failure from monitoring.
             self._failure("reducing the stop decision across ranks")
             return
+        if vote.failed:
+            run.vote_failures += 1
+            self._warn_once("vote-failed", (
+                f"satmon: at step {self._global_step}, {vote.failed} rank(s) could not compute "
+                "their stop vote and voted continue; the ranks stay in step (further such "
+                "votes are counted, not logged)"))
+        stop = vote.any_stop
         if not stop or run.stopped_step is not None:
             return
         run.want_stop = True
@@ -633,27 +685,142 @@ class SaturationCallback(TrainerCallback, ExportableState):
         tmp.write_text(json.dumps(payload), encoding="utf-8")
         os.replace(tmp, path)
 
+    def _state_candidates(self, step: int) -> list[Path]:
+        """Engine state files a resume at ``step`` may use, newest first: the one the Trainer
+        restored (``restore_callback_states_from_checkpoint``), then ``checkpoint-<k>/`` of the
+        output folder for k <= step."""
+        found: list[tuple[int, Path]] = []
+        if self.state_file and self.saved_step is not None and self.saved_step <= step:
+            found.append((int(self.saved_step), Path(self.state_file)))
+        out = getattr(self, "_output_dir", None)
+        if out and os.path.isdir(out):
+            for entry in os.scandir(out):
+                name = entry.name
+                if name.startswith("checkpoint-") and name[11:].isdigit() and entry.is_dir():
+                    k = int(name[11:])
+                    if k <= step:
+                        found.append((k, Path(entry.path) / STATE_FILE))
+        seen: set[str] = set()
+        ordered = []
+        for _, path in sorted(found, key=lambda kp: -kp[0]):
+            key = os.path.abspath(path)
+            if key not in seen:
+                seen.add(key)
+                ordered.append(path)
+        return ordered
+
+    def _read_state(self, path: Path) -> dict[str, Any]:
+        """A state file's payload, checked whole and loaded into the monitor, or StateError."""
+        run = self._run
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise _MissingState(f"{path} does not exist") from None
+        except OSError as exc:
+            raise StateError(f"{path} cannot be read ({exc})") from exc
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            raise StateError(f"{path} is not valid JSON ({len(text)} bytes; {exc}): truncated "
+                             "or edited") from exc
+        if not isinstance(payload, dict):
+            raise StateError(f"{path} holds a {type(payload).__name__}, not a state object")
+        try:
+            version, step = int(payload.get("version", 0)), int(payload["step"])
+            rows = [dict(r) for r in payload.get("rows", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"{path} is missing or has a bad 'version', 'step' or 'rows' "
+                             f"({type(exc).__name__}: {exc})") from exc
+        if version > STATE_VERSION:
+            raise StateError(f"{path} was written by a newer satmon (state version {version})")
+        if payload.get("monitor") is not None and run.monitor is not None:
+            try:
+                run.monitor.load_state_dict(payload["monitor"])  # all or nothing
+            except StateError as exc:
+                raise StateError(f"{path}: {exc}") from exc
+        return {"step": step, "rows": rows, "path": path}
+
     def _load_state(self, args: Any, state: Any) -> None:
+        """Restore the engine at a resume; see "Resuming" in the module docstring."""
         run = self._run
         step = int(state.global_step)
-        candidates = [p for p in (self.state_file if self.saved_step == step else None,
-                                  self._state_file_for(step)) if p]
-        path = next((p for p in candidates if os.path.exists(p)), None)
-        if path is None:
-            self._warn_once("no-state", (
-                f"satmon: resuming at step {step} but no engine state was found (looked in "
-                f"{candidates}); the monitor starts afresh, so its first decisions may differ "
-                "from an uninterrupted run"))
+        problems: list[str] = []
+        loaded = None
+        for path in self._state_candidates(step):
+            try:
+                loaded = self._read_state(path)
+                break
+            except _MissingState as exc:
+                problems.append(str(exc))
+            except StateError as exc:
+                if self.strict:
+                    raise StateError(
+                        f"satmon cannot resume its monitor: {exc}. Delete that file to rebuild "
+                        "the monitor from the trainer's log history (and older checkpoints), "
+                        "or pass SaturationCallback(strict=False) to do so automatically."
+                    ) from exc
+                problems.append(str(exc))
+        base = loaded["step"] if loaded else -1
+        run.rows = loaded["rows"] if loaded else []
+        replayed = self._replay_log_history(getattr(state, "log_history", None) or [],
+                                            after=base, upto=step)
+        if loaded and base == step and not problems:
+            run.resumed_from = str(loaded["path"])
+            logger.info("satmon: resumed the monitor from %s (%d updates)", loaded["path"],
+                        len(run.rows))
             return
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-        if int(payload.get("version", 0)) > STATE_VERSION:
-            raise ValueError(f"{path} was written by a newer satmon (state version "
-                             f"{payload.get('version')}).")
-        if payload.get("monitor") is not None and run.monitor is not None:
-            run.monitor.load_state_dict(payload["monitor"])
-        run.rows = [dict(r) for r in payload.get("rows", [])]
-        run.resumed_from = str(path)
-        logger.info("satmon: resumed the monitor from %s (%d updates)", path, len(run.rows))
+        used = (f"the state of checkpoint-{base} ({loaded['path']})" if loaded
+                else "no saved state")
+        run.resumed_from = str(loaded["path"]) if loaded else "log_history"
+        self._warn_once("state-fallback", (
+            f"satmon: resuming at step {step}: the engine state of checkpoint-{step} is not "
+            f"usable ({'; '.join(problems) or 'not found'}). Using {used} and replaying "
+            f"{replayed} logged step(s) after it from the trainer's log history, so the "
+            "decisions are those of an uninterrupted run as far as that history holds the "
+            "monitor's inputs."))
+
+    def _replay_log_history(self, history: list[Mapping[str, Any]], *, after: int,
+                            upto: int) -> int:
+        """Feed the trainer's log entries with ``after < step <= upto`` through the same
+        reading path as live logs (nothing is acted on or sent); returns the steps replayed."""
+        run = self._run
+        entries = [e for e in history if isinstance(e, Mapping)
+                   and isinstance(e.get("step"), int) and after < e["step"] <= upto]
+        if not entries or run.monitor is None:
+            return 0
+        eval_steps = {e["step"] for e in entries if _log_kind(e) == "eval"}
+        prefix = f"{self.name}/heldout/"
+        sizes: dict[int, dict[str, int]] = {}
+        for e in entries:
+            for k, v in e.items():
+                if k.startswith(prefix) and k.endswith("/n") and isinstance(v, (int, float)):
+                    sizes.setdefault(e["step"], {})[k[len(prefix):-2]] = int(v)
+        sink, run.sink, run.replaying = run.sink, None, True
+        before = self.updates
+        try:
+            for e in entries:
+                step = int(e["step"])
+                logs = {k: v for k, v in e.items() if k != "step"}
+                control = _ReplayControl(should_evaluate=step in eval_steps)
+                held = {k[len(prefix):]: v for k, v in logs.items()
+                        if k.startswith(prefix) and not k.endswith("/n")}
+                if logs and all(k.startswith(prefix) and k.endswith("/n") for k in logs):
+                    continue  # an eval log's sample sizes, read with that log below
+                if held:
+                    pending = self._pending_for(step, control)
+                    for name, value in held.items():
+                        n = logs.get(f"{prefix}{name}/n")
+                        pending.heldout[name] = (float(value), int(n) if n else None)
+                    continue
+                kind = _log_kind(logs)
+                if kind == "train":
+                    self._read_train(logs, step, control)
+                elif kind == "eval":
+                    self._read_eval(logs, step, control, {}, sizes=sizes.get(step))
+            self._flush()
+        finally:
+            run.sink, run.replaying = sink, False
+        return self.updates - before
 
     # -- set-up helpers -------------------------------------------------------------------
 
@@ -780,3 +947,15 @@ def _mlflow_wanted(args: Any) -> bool:
     if not is_available("mlflow"):
         return False
     return require("mlflow", feature="logging to MLflow").active_run() is not None
+
+
+class _MissingState(Exception):
+    """No state file at a candidate path (the normal case for checkpoints without one)."""
+
+
+@dataclass
+class _ReplayControl:
+    """The part of ``TrainerControl`` the reading path consults, for a replayed log entry."""
+
+    should_evaluate: bool = False
+    should_log: bool = True

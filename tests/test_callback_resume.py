@@ -111,15 +111,112 @@ def test_grpo_resume_continues_the_engine_exactly(tmp_path):
     assert after == [d.to_dict() for d in resumed.decisions]
 
 
-def test_resume_without_the_engine_state_warns_and_goes_on(tmp_path, caplog):
+def _interrupted_sft(tmp_path, *, at=20):
+    """An uninterrupted 40-step run and one stopped at ``at`` (checkpoints every 10)."""
     save = {"save_strategy": "steps", "save_steps": 10}
+    straight = _sft_callback()
+    sft_trainer(tmp_path / "a", max_steps=40, callbacks=[straight], **save).train()
     first = _sft_callback()
-    sft_trainer(tmp_path / "b", max_steps=20, callbacks=[first, Interrupt(10)], **save).train()
-    (tmp_path / "b" / "checkpoint-10" / "satmon_state.json").unlink()
-    resumed = _sft_callback()
-    trainer = sft_trainer(tmp_path / "b", max_steps=20, callbacks=[resumed], **save)
+    sft_trainer(tmp_path / "b", max_steps=40, callbacks=[first, Interrupt(at)], **save).train()
+    return straight, save
+
+
+def _resume(tmp_path, save, caplog, callback=None, at=20):
+    resumed = callback or _sft_callback()
+    trainer = sft_trainer(tmp_path / "b", max_steps=40, callbacks=[resumed], **save)
     with caplog.at_level(logging.WARNING, logger="satmon"):
-        trainer.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-10"))
-    assert trainer.state.global_step == 20
-    assert "no engine state was found" in caplog.text
-    assert [r["step"] for r in resumed.history] == list(range(11, 21))
+        trainer.train(resume_from_checkpoint=str(tmp_path / "b" / f"checkpoint-{at}"))
+    assert trainer.state.global_step == 40
+    return resumed
+
+
+@pytest.mark.parametrize("lost", ["newest", "all"])
+def test_resume_without_the_newest_state_replays_and_decides_as_uninterrupted(
+        tmp_path, caplog, lost):
+    """A SIGTERM between the Trainer writing checkpoint-20 and satmon's on_save leaves
+    checkpoint-20 without satmon_state.json (seen in 2 of 4 real trials): the resume takes the
+    newest usable state (checkpoint-10's, or none) and replays the steps after it from the
+    trainer's log history, and says which."""
+    straight, save = _interrupted_sft(tmp_path)
+    (tmp_path / "b" / "checkpoint-20" / "satmon_state.json").unlink()
+    if lost == "all":
+        (tmp_path / "b" / "checkpoint-10" / "satmon_state.json").unlink()
+    resumed = _resume(tmp_path, save, caplog)
+    assert _comparable(resumed.history) == _comparable(straight.history)
+    text = caplog.text
+    assert "checkpoint-20/satmon_state.json does not exist" in text
+    if lost == "newest":
+        assert "Using the state of checkpoint-10" in text and "replaying 10 logged" in text
+    else:
+        assert "Using no saved state" in text and "replaying 20 logged" in text
+
+
+def _truncate(path):
+    path.write_text(path.read_text()[:200])
+
+
+def _tamper(path):
+    payload = json.loads(path.read_text())
+    payload["monitor"]["train"]["values"] = payload["monitor"]["train"]["values"][:3]
+    path.write_text(json.dumps(payload))
+
+
+def _empty(path):
+    path.write_text("")
+
+
+@pytest.mark.parametrize("damage,message", [(_truncate, "not valid JSON"),
+                                            (_empty, "not valid JSON"),
+                                            (_tamper, "must be equal")])
+def test_damaged_state_raises_when_strict_and_falls_back_when_not(tmp_path, caplog, damage,
+                                                                   message):
+    straight, save = _interrupted_sft(tmp_path)
+    damage(tmp_path / "b" / "checkpoint-20" / "satmon_state.json")
+    with pytest.raises(ValueError, match=message) as err:
+        _resume(tmp_path, save, caplog)
+    assert "checkpoint-20/satmon_state.json" in str(err.value)
+    assert "strict=False" in str(err.value)
+    lenient = SaturationCallback(MONITOR, keys=KEYS, train_transform=lambda x: math.exp(-x),
+                                 mlflow=False, strict=False)
+    caplog.clear()
+    resumed = _resume(tmp_path, save, caplog, callback=lenient)
+    assert _comparable(resumed.history) == _comparable(straight.history)
+    assert message in caplog.text and "Using the state of checkpoint-10" in caplog.text
+    assert caplog.text.count("engine state of checkpoint-20 is not usable") == 1  # once
+
+
+def test_state_of_another_monitor_configuration_is_refused(tmp_path, caplog):
+    _, save = _interrupted_sft(tmp_path)
+    other = SaturationCallback({**MONITOR, "refit_every": 5}, keys=KEYS,
+                               train_transform=lambda x: math.exp(-x), mlflow=False)
+    with pytest.raises(ValueError, match="refit_every"):
+        _resume(tmp_path, save, caplog, callback=other)
+
+
+def test_grpo_evaluator_values_reach_the_log_history_and_a_lost_state_replays(tmp_path, caplog):
+    """The evaluator's held-out values go into trainer_state.json, so a resume whose newest
+    state is gone rebuilds the monitor exactly from the log history."""
+    def callback(job):
+        return SaturationCallback(short_monitor(), evaluator=job.evaluator(every=5),
+                                  mlflow=False)
+
+    save = {"save_strategy": "steps", "save_steps": 10}
+    job = lab_job("random", seed=0)
+    first = callback(job)
+    grpo_trainer(job, tmp_path / "run", max_steps=40, callbacks=[first, Interrupt(30)],
+                 **save).train()
+    saved = json.loads((tmp_path / "run" / "checkpoint-30" / "trainer_state.json").read_text())
+    held = [e for e in saved["log_history"] if "satmon/heldout/heldout" in e]
+    assert [e["step"] for e in held] == list(range(0, 31, 5))
+    assert [e["satmon/heldout/heldout"] for e in held] == [
+        r["heldout"]["heldout"] for r in first.history if r["heldout"]]
+    assert [e["satmon/heldout/heldout/n"] for e in held] == [
+        r["heldout_n"]["heldout"] for r in first.history if r["heldout"]]
+    (tmp_path / "run" / "checkpoint-30" / "satmon_state.json").unlink()
+    job = lab_job("random", seed=0)
+    resumed = callback(job)
+    with caplog.at_level(logging.WARNING, logger="satmon"):
+        grpo_trainer(job, tmp_path / "run", max_steps=40, callbacks=[resumed], **save).train(
+            resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-30"))
+    assert "Using the state of checkpoint-20" in caplog.text
+    assert _comparable(resumed.history[:31]) == _comparable(first.history)

@@ -52,6 +52,20 @@ def test_a_stop_seen_by_one_rank_stops_both(tmp_path):
     assert f"checkpoint-{r0['halted_step']}" in r0["checkpoints"]  # halt_and_save
 
 
+def test_a_rank_local_fault_in_the_stop_vote_keeps_the_ranks_in_step(tmp_path):
+    """Rank 1's stop vote fails locally twice (its wish, then its vote tensor): both ranks
+    still make every collective, so they stop together at rank 0's halt, within the timeout."""
+    r0, r1 = _torchrun(tmp_path, "vote_fault")
+    assert r1["injected_faults"] == [2, 3] and r0["injected_faults"] == []
+    # Both faults reached both ranks as counted failed votes, not as a skipped collective.
+    assert r0["vote_failures"] == r1["vote_failures"] == 2
+    assert r1["failures"] == 0  # the vote absorbed them; nothing was lost from the monitor
+    assert r0["reasons"][-1] == "non_finite"
+    assert r0["global_step"] == r1["global_step"] == r0["halted_step"] == r1["halted_step"]
+    assert r0["halted_step"] < 30
+    assert len(r0["actions"]) == len(r1["actions"])
+
+
 def test_heldout_evaluator_splits_and_gathers_across_ranks(tmp_path):
     r0, r1 = _torchrun(tmp_path, "evaluator")
     assert r0["global_step"] == r1["global_step"] == 30

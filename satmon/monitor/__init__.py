@@ -6,6 +6,6 @@
 ``engine``     the update loop that gathers the evidence (:class:`SaturationMonitor`).
 """
 
-from satmon.monitor.engine import MonitorConfig, SaturationMonitor
+from satmon.monitor.engine import MonitorConfig, SaturationMonitor, StateError
 
-__all__ = ["MonitorConfig", "SaturationMonitor"]
+__all__ = ["MonitorConfig", "SaturationMonitor", "StateError"]

@@ -47,6 +47,7 @@ Input policy:
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 import statistics
 from collections import deque
@@ -81,6 +82,11 @@ def _phi(x: float) -> float:
 
 
 _UNDETERMINED = {"generalizing": 0.0, "memorizing": 0.0, "collapsing": 0.0, "undetermined": 1.0}
+
+
+class StateError(ValueError):
+    """A saved monitor state that cannot be loaded: malformed, damaged, from a newer satmon, or
+    made with a different configuration. The message says which."""
 
 
 class SaturationMonitor:
@@ -706,22 +712,73 @@ class SaturationMonitor:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state saved by :meth:`state_dict` (missing keys keep their defaults).
 
-        The configuration in the state must match this monitor's, except for keys the state
-        does not have.
+        All or nothing: the whole state is checked before this monitor changes. It must be a
+        dict with a known ``version``, the same configuration as this monitor (except for keys
+        the state does not have), series of matching lengths with increasing steps, and it must
+        accept one further update; otherwise :class:`StateError` says what is wrong and this
+        monitor is exactly as it was.
         """
         if not isinstance(state, Mapping) or "version" not in state:
-            raise ValueError("SaturationMonitor.load_state_dict needs a dict made by "
-                             "state_dict() (with a 'version' key).")
-        if int(state["version"]) > STATE_VERSION:
-            raise ValueError(f"Monitor state version {state['version']} is newer than this "
-                             f"satmon understands ({STATE_VERSION}).")
+            raise StateError("SaturationMonitor.load_state_dict needs a dict made by "
+                             f"state_dict() (with a 'version' key); got {type(state).__name__}"
+                             + (f" with keys {sorted(map(str, state))[:10]}"
+                                if isinstance(state, Mapping) else "") + ".")
+        try:
+            version = int(state["version"])
+        except (TypeError, ValueError):
+            raise StateError(f"Monitor state version {state['version']!r} is not a number.")
+        if version > STATE_VERSION:
+            raise StateError(f"Monitor state version {version} is newer than this satmon "
+                             f"understands ({STATE_VERSION}).")
         saved = from_primitive(state.get("config", {}))
+        if not isinstance(saved, Mapping):
+            raise StateError(f"The saved monitor's 'config' is a {type(saved).__name__}, "
+                             "not a dict.")
         mine = self.config.to_dict()
         diff = {k: (saved[k], mine[k]) for k in saved if k in mine and saved[k] != mine[k]}
         if diff:
-            raise ValueError(f"The saved monitor used a different configuration: "
+            raise StateError(f"The saved monitor used a different configuration: "
                              f"{ {k: f'saved {a!r}, now {b!r}' for k, (a, b) in diff.items()} }. "
                              "Build the monitor with the saved parameters.")
+        backup = copy.deepcopy(self.__dict__)
+        try:
+            self._apply_state(state)
+            self._check_state()
+            probe = copy.deepcopy(self)
+            last = self._train_values[-1] if self._train_values else None
+            probe.update(self._last_step + 1, last)
+        except Exception as exc:
+            self.__dict__.clear()
+            self.__dict__.update(backup)
+            if isinstance(exc, StateError):
+                raise
+            raise StateError(f"The saved monitor state is damaged ({type(exc).__name__}: "
+                             f"{exc}); nothing was loaded.") from exc
+
+    def _check_state(self) -> None:
+        """Cross-field consistency of a just-applied state (raises StateError)."""
+        n = len(self._train_steps)
+        if len(self._train_values) != n or len(self._train_weights) != n:
+            raise StateError(f"The saved training series has {n} steps, "
+                             f"{len(self._train_values)} values and {len(self._train_weights)} "
+                             "weights; they must be equal.")
+        if any(b <= a for a, b in zip(self._train_steps, self._train_steps[1:])):
+            raise StateError("The saved training steps are not increasing.")
+        if n and self._last_step < self._train_steps[-1]:
+            raise StateError(f"The saved last_step {self._last_step} is before the last "
+                             f"training step {self._train_steps[-1]:g}.")
+        for name, series in self._heldout.items():
+            lengths = {k: len(v) for k, v in series.items()}
+            if len(set(lengths.values())) > 1:
+                raise StateError(f"The saved held-out series {name!r} has lists of different "
+                                 f"lengths: {lengths}.")
+            steps = series.get("steps", [])
+            if any(b <= a for a, b in zip(steps, steps[1:])):
+                raise StateError(f"The saved held-out steps of {name!r} are not increasing.")
+        if not all(math.isfinite(v) for v in self._train_values):
+            raise StateError("The saved training values include non-finite numbers.")
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
         self.reset()
         det = state.get("detectors", {})
         for key, obj in (("slope", self._slope), ("bocpd", self._bocpd),
