@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -149,6 +154,26 @@ def test_resume_without_the_newest_state_replays_and_decides_as_uninterrupted(
         assert "Using the state of checkpoint-10" in text and "replaying 10 logged" in text
     else:
         assert "Using no saved state" in text and "replaying 20 logged" in text
+
+
+def test_real_sigterm_before_satmons_save_then_resume(tmp_path, caplog):
+    """A real SIGTERM, delivered after the Trainer wrote checkpoint-20 and before satmon's
+    on_save: the process dies with checkpoint-20 lacking satmon's state; the resume says it
+    used checkpoint-10's state and decides exactly as the uninterrupted run."""
+    straight = _sft_callback()
+    save = {"save_strategy": "steps", "save_steps": 10}
+    sft_trainer(tmp_path / "a", max_steps=40, callbacks=[straight], **save).train()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "_sigterm_worker.py"),
+                           str(tmp_path / "b"), "20"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr[-3000:]
+    ckpt = tmp_path / "b" / "checkpoint-20"
+    assert (ckpt / "trainer_state.json").exists() and not (ckpt / "satmon_state.json").exists()
+    assert (tmp_path / "b" / "checkpoint-10" / "satmon_state.json").exists()
+    resumed = _resume(tmp_path, save, caplog)
+    assert "Using the state of checkpoint-10" in caplog.text
+    assert _comparable(resumed.history) == _comparable(straight.history)
 
 
 def _truncate(path):
