@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -23,6 +25,9 @@ from satmon.callbacks.distributed import gather_objects, world
 logger = logging.getLogger(__name__)
 
 Verifier = Callable[[str, str, Any], Any]
+
+_TIMED_OUT = object()  # a verifier call that exceeded the evaluator's timeout
+_MAX_TIMEOUTS = 3  # per evaluation and rank; then the rest of the prompts are not verified
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,10 @@ class HeldoutResult:
     step: training step the model had completed.
     value: mean verifier score over the scored prompts (NaN when none could be scored).
     n: prompts scored with a finite score (the sample size behind ``value``).
-    n_failed: prompts whose generation or verifier failed or returned a non-finite score.
+    n_failed: prompts whose generation or verifier failed, returned something that is not a
+        finite real number, or timed out (``n_timed_out`` of them).
     seconds: wall time of the evaluation on this process.
+    n_timed_out: prompts whose verifier call exceeded the evaluator's ``timeout``.
     """
 
     name: str
@@ -45,11 +52,13 @@ class HeldoutResult:
     n: int
     n_failed: int = 0
     seconds: float = 0.0
+    n_timed_out: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "step": self.step,
                 "value": self.value if math.isfinite(self.value) else None,
-                "n": self.n, "n_failed": self.n_failed, "seconds": self.seconds}
+                "n": self.n, "n_failed": self.n_failed, "seconds": self.seconds,
+                "n_timed_out": self.n_timed_out}
 
 
 class HeldoutEvaluator:
@@ -62,8 +71,11 @@ class HeldoutEvaluator:
         labels, even when training rewards are noisy or a proxy).
     verifier:
         ``verifier(prompt, completion, answer) -> float`` (1.0 correct, 0.0 wrong; any finite
-        score works). A None, NaN or raising verifier leaves that prompt out of ``n`` and counts
-        it in ``n_failed``.
+        real number works: int, float, bool, numpy scalars). Anything else leaves that prompt
+        out of ``n`` and counts it in ``n_failed``: None, NaN or inf, an exception, and values
+        of other types. A string such as ``"1.0"`` is not converted (a verifier returning text
+        is usually returning the wrong thing, e.g. the parsed answer); the first such value is
+        logged with its type.
     name:
         Benchmark name passed to the monitor and used in metric keys.
     every:
@@ -83,6 +95,15 @@ class HeldoutEvaluator:
         Tokenizer to use; by default the trainer's ``processing_class``.
     generation_kwargs:
         Extra keyword arguments for ``model.generate`` (``do_sample`` stays False).
+    timeout:
+        Seconds one verifier call may take (None, the default: no limit, and the verifier runs
+        in the training thread). With a timeout each call runs in a worker thread; a call that
+        does not return in time counts as failed (``n_timed_out``), and its thread is left to
+        finish on its own (Python cannot stop a thread). After three timeouts in one
+        evaluation the rest of that rank's prompts are counted as timed out without calling
+        the verifier, so a hung verifier costs at most ``3 * timeout`` per evaluation. Note
+        that verifiers relying on ``signal`` (math-verify's default ``parsing_timeout``) only
+        work in the main thread: turn their own timeout off when using this one.
 
     Example
     -------
@@ -96,7 +117,8 @@ class HeldoutEvaluator:
                  name: str = "heldout", every: int = 25, at_start: bool = True,
                  batch_size: int = 64, max_new_tokens: int = 32, subsample: int | None = None,
                  seed: int = 0, tokenizer: Any = None,
-                 generation_kwargs: dict[str, Any] | None = None) -> None:
+                 generation_kwargs: dict[str, Any] | None = None,
+                 timeout: float | None = None) -> None:
         self.prompts = list(prompts)
         self.answers = list(answers)
         self.verifier = verifier
@@ -109,6 +131,7 @@ class HeldoutEvaluator:
         self.seed = seed
         self.tokenizer = tokenizer
         self.generation_kwargs = dict(generation_kwargs or {})
+        self.timeout = timeout
         self._validate()
         self._reset()
 
@@ -135,6 +158,11 @@ class HeldoutEvaluator:
                                            or self.subsample < 1):
             raise ValueError(f"The 'subsample' parameter of HeldoutEvaluator must be None or an "
                              f"int >= 1. Got {self.subsample!r} instead.")
+        if self.timeout is not None and (isinstance(self.timeout, bool)
+                                         or not isinstance(self.timeout, (int, float))
+                                         or not self.timeout > 0):
+            raise ValueError(f"The 'timeout' parameter of HeldoutEvaluator must be None or a "
+                             f"number of seconds > 0. Got {self.timeout!r} instead.")
         if "do_sample" in self.generation_kwargs and self.generation_kwargs["do_sample"]:
             raise ValueError("HeldoutEvaluator generates greedily; remove do_sample=True from "
                              "generation_kwargs.")
@@ -145,6 +173,7 @@ class HeldoutEvaluator:
             indices = sorted(random.Random(self.seed).sample(indices, self.subsample))
         self._indices = indices
         self._verifier_errors_logged = 0
+        self._bad_types_logged: set[str] = set()
 
     @property
     def size(self) -> int:
@@ -176,7 +205,7 @@ class HeldoutEvaluator:
         start = time.perf_counter()
         w = world()
         mine = self._indices[w.rank::w.size]
-        total, count, failed = 0.0, 0, 0
+        total, count, failed, timed_out = 0.0, 0, 0, 0
         try:
             completions = self._generate(model, tok, [self.prompts[i] for i in mine])
         except Exception:
@@ -189,31 +218,79 @@ class HeldoutEvaluator:
             failed = len(mine)
         else:
             for i, completion in zip(mine, completions):
+                if timed_out >= _MAX_TIMEOUTS:
+                    failed += 1
+                    timed_out += 1
+                    continue
                 score = self._score(self.prompts[i], completion, self.answers[i])
-                if score is None:
+                if score is _TIMED_OUT:
+                    timed_out += 1
+                    failed += 1
+                elif score is None:
                     failed += 1
                 else:
                     total += score
                     count += 1
-        gathered = gather_objects((total, count, failed))
+            if timed_out:
+                logger.warning("satmon: held-out verifier timed out (%.3g s) on %d of %d prompts "
+                               "at step %d on rank %d%s", self.timeout, timed_out, len(mine), step,
+                               w.rank, " (the rest skipped after 3 timeouts)"
+                               if timed_out > _MAX_TIMEOUTS else "")
+        gathered = gather_objects((total, count, failed, timed_out))
         total = sum(g[0] for g in gathered)
         count = sum(g[1] for g in gathered)
         failed = sum(g[2] for g in gathered)
+        timed_out = sum(g[3] for g in gathered)
         value = total / count if count else math.nan
         return HeldoutResult(name=self.name, step=int(step), value=value, n=count,
-                             n_failed=failed, seconds=time.perf_counter() - start)
+                             n_failed=failed, seconds=time.perf_counter() - start,
+                             n_timed_out=timed_out)
 
-    def _score(self, prompt: str, completion: str, answer: Any) -> float | None:
+    def _call_verifier(self, prompt: str, completion: str, answer: Any) -> Any:
+        if self.timeout is None:
+            return self.verifier(prompt, completion, answer)
+        # A daemon thread per call: one that never returns cannot hold up the next call or
+        # the process's exit (a ThreadPoolExecutor's workers are joined at exit).
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["value"] = self.verifier(prompt, completion, answer)
+            except BaseException as exc:  # re-raised in the caller's thread below
+                box["error"] = exc
+
+        thread = threading.Thread(target=call, name="satmon-verifier", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            return _TIMED_OUT
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _score(self, prompt: str, completion: str, answer: Any) -> Any:
         try:
-            raw = self.verifier(prompt, completion, answer)
-            score = None if raw is None else float(raw)
+            raw = self._call_verifier(prompt, completion, answer)
+            if raw is _TIMED_OUT:
+                return _TIMED_OUT
+            if raw is None:
+                return None
+            if not isinstance(raw, numbers.Real):
+                kind = type(raw).__name__
+                if kind not in self._bad_types_logged:
+                    self._bad_types_logged.add(kind)
+                    logger.warning("satmon: the held-out verifier returned %s %r for prompt %r; "
+                                   "only real numbers are scores, so it counts as failed "
+                                   "(logged once per type)", kind, raw, prompt)
+                return None
+            score = float(raw)
         except Exception:
             # Log the first few verifier errors with their traceback, not one per prompt.
             if self._verifier_errors_logged < 3:
                 self._verifier_errors_logged += 1
                 logger.exception("satmon: verifier raised on held-out prompt %r", prompt)
             return None
-        if score is None or not math.isfinite(score):
+        if not math.isfinite(score):
             return None
         return score
 

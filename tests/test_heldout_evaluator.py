@@ -137,6 +137,8 @@ def test_generation_failure_reports_every_prompt_failed(tiny, caplog):
     ({"subsample": 0}, ValueError, "'subsample'"),
     ({"name": ""}, ValueError, "'name'"),
     ({"generation_kwargs": {"do_sample": True}}, ValueError, "greedily"),
+    ({"timeout": 0}, ValueError, "'timeout'"),
+    ({"timeout": "5"}, ValueError, "'timeout'"),
 ])
 def test_validation(kwargs, error, match):
     params = {"prompts": ["a="], "answers": ["a"], "verifier": exact_match, **kwargs}
@@ -149,3 +151,74 @@ def test_needs_a_tokenizer(tiny):
     _, model = tiny
     with pytest.raises(ValueError, match="needs a tokenizer"):
         HeldoutEvaluator(["a="], ["a"], exact_match).evaluate(model, None, step=0)
+
+
+def test_a_hung_verifier_is_bounded_by_the_timeout(tiny, caplog):
+    """One prompt's verifier sleeps 30 s: with timeout=0.3 the evaluation returns in well
+    under a second per timed-out call, that prompt counts as timed out, the others score."""
+    import threading
+    import time
+
+    tok, model = tiny
+    release = threading.Event()
+
+    def slow_on_c(prompt, completion, answer):
+        if prompt.startswith("c"):
+            release.wait(30)
+        return 1.0
+
+    prompts = _mixed_prompts()  # one prompt starts with 'c'
+    ev = HeldoutEvaluator(prompts, ["x"] * len(prompts), slow_on_c, max_new_tokens=1,
+                          timeout=0.3)
+    t0 = time.perf_counter()
+    with caplog.at_level("WARNING"):
+        r = ev.evaluate(model, tok, step=4)
+    elapsed = time.perf_counter() - t0
+    release.set()
+    assert (r.n, r.n_failed, r.n_timed_out, r.value) == (7, 1, 1, 1.0)
+    assert elapsed < 5.0  # not 30 s
+    assert "timed out (0.3 s) on 1 of 8 prompts at step 4" in caplog.text
+
+
+def test_an_always_hanging_verifier_costs_at_most_three_timeouts(tiny):
+    import threading
+    import time
+
+    tok, model = tiny
+    release = threading.Event()
+    calls = []
+
+    def hangs(prompt, completion, answer):
+        calls.append(prompt)
+        release.wait(30)
+        return 1.0
+
+    prompts = _mixed_prompts()
+    ev = HeldoutEvaluator(prompts, ["x"] * len(prompts), hangs, max_new_tokens=1, timeout=0.2)
+    t0 = time.perf_counter()
+    r = ev.evaluate(model, tok, step=2)
+    elapsed = time.perf_counter() - t0
+    release.set()
+    assert (r.n, r.n_failed, r.n_timed_out) == (0, 8, 8) and math.isnan(r.value)
+    assert len(calls) == 3  # then the rest were not verified
+    assert elapsed < 3.0
+
+
+def test_verifier_results_that_are_not_real_numbers_are_failures(tiny, caplog):
+    """"1.0" (a string) is not silently read as 1.0: counted in n_failed, logged once per type.
+    Real numbers of any kind (bool, int, numpy) are scores."""
+    import numpy as np
+
+    tok, model = tiny
+    answers = {"a": "1.0", "b": True, "c": np.float32(0.5), "d": 1}
+
+    def typed(prompt, completion, answer):
+        return answers[prompt[0]]
+
+    prompts = _mixed_prompts()  # 3 'a', 2 'b', 1 'c', 2 'd'
+    ev = HeldoutEvaluator(prompts, ["x"] * len(prompts), typed, max_new_tokens=1)
+    with caplog.at_level("WARNING"):
+        r = ev.evaluate(model, tok, step=1)
+    assert (r.n, r.n_failed) == (5, 3)
+    assert r.value == pytest.approx((2 * 1.0 + 0.5 + 2 * 1) / 5)
+    assert caplog.text.count("returned str '1.0'") == 1
