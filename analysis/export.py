@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from satmon.analysis.escape import csv_cell
 from satmon.run import TRAIN_REWARD, Run
 
 EXPORT_AUX = ("entropy", "response_length", "kl")
@@ -59,7 +60,7 @@ def tidy_csv_text(run: Run, *, aux: Sequence[str] = EXPORT_AUX) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["step", "metric", "value"])
     for step, metric, value in tidy_rows(run, aux=aux):
-        writer.writerow([step, metric, format_value(value)])
+        writer.writerow([step, csv_cell(metric), format_value(value)])
     return buf.getvalue()
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from satmon.analysis.escape import csv_cell, markdown_text, terminal_text
 from satmon.analysis.groups import GroupsConfig, RunPair
 from satmon.results import Result, format_number, json_safe, text_table
 from satmon.run import Run
@@ -434,7 +435,7 @@ class Report(Result):
             f"{c['runs']} run(s): {c['saturated']} saturated, {c['failed']} not analysed, "
             f"{c['without_heldout']} without held-out series, {c['halted']} halted by the "
             f"monitor replay.", "",
-            f"Parameters: {self.params.describe()}.", "",
+            f"Parameters: {_md_escape(self.params.describe())}.", "",
             "## Runs", "", _md_table(RUN_HEADER, self.run_rows()), "",
             "## Held-out gains", "",
         ]
@@ -443,7 +444,8 @@ class Report(Result):
                   ""]
         if self.config.groups:
             parts += ["## Benchmark groups", "",
-                      "; ".join(f"**{g}**: {', '.join(m)}" for g, m in self.config.groups.items()),
+                      "; ".join(f"**{_md_escape(g)}**: {_md_escape(', '.join(m))}"
+                      for g, m in self.config.groups.items()),
                       "", _md_table(self.group_header(), self.group_rows()), ""]
         if self.pairs:
             parts += ["## Data gap G_sat", "",
@@ -473,7 +475,7 @@ class Report(Result):
         notes = self.notes()
         if notes:
             parts += ["", "notes:"] + [f"  {w}: {n}" for w, n in notes]
-        return "\n".join(parts)
+        return terminal_text("\n".join(parts))
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
@@ -543,11 +545,11 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         f = float(value)
         return f"{f:.12g}" if math.isfinite(f) else ""
-    return value
+    return csv_cell(value)
 
 
 def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return markdown_text(text)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
