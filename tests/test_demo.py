@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import struct
 
 import pytest
 
@@ -21,6 +23,50 @@ def _one_thread(one_torch_thread):
     """Every test here trains a tiny model: one torch thread (see conftest)."""
 
 
+def _parse_report_html(text: str) -> dict:
+    """Tables (as lists of cell texts), embedded PNGs and figure captions of a report page."""
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.images, self.captions = [], [], []
+            self._cell = self._row = None
+            self._caption = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "table":
+                self.tables.append([])
+            elif tag == "tr":
+                self._row = []
+                self.tables[-1].append(self._row)
+            elif tag in ("td", "th"):
+                self._cell = []
+            elif tag == "img" and a.get("src", "").startswith("data:image/png;base64,"):
+                self.images.append(base64.b64decode(a["src"].split(",", 1)[1]))
+            elif tag == "figcaption":
+                self._caption = []
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self._cell is not None:
+                self._row.append("".join(self._cell).strip())
+                self._cell = None
+            elif tag == "figcaption":
+                self.captions.append("".join(self._caption))
+                self._caption = None
+
+        def handle_data(self, data):
+            if self._cell is not None:
+                self._cell.append(data)
+            if self._caption is not None:
+                self._caption.append(data)
+
+    page = Page()
+    page.feed(text)
+    return {"tables": page.tables, "images": page.images, "captions": page.captions}
+
+
 @pytest.mark.slow
 def test_quick_demo_writes_report_plots_and_mlflow_store(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -35,9 +81,18 @@ def test_quick_demo_writes_report_plots_and_mlflow_store(tmp_path, capsys):
 
     # Report (HTML with embedded images, Markdown, CSV) and plots.
     html = (out / "report" / "report.html").read_text()
-    assert html.startswith("<!DOCTYPE html>") or "<html" in html[:200]
-    assert "data:image/png;base64," in html
-    assert all(name in html for name in DEMO_SETTINGS)
+    page = _parse_report_html(html)
+    # The run table: its header, then one row per demo run with the run's T read back.
+    header, *rows = page["tables"][0]
+    assert header[:3] == ["run", "T", "t_sat"]
+    assert sorted(r[0] for r in rows) == sorted(DEMO_SETTINGS)
+    assert all(r[1] == "30" for r in rows)
+    # Embedded figures that decode as real PNG images of a readable size, with captions.
+    assert len(page["images"]) >= 1 + len(DEMO_SETTINGS)
+    for data in page["images"]:
+        width, height = struct.unpack(">II", data[16:24])
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and width >= 300 and height >= 200
+    assert all(any(name in c for c in page["captions"]) for name in DEMO_SETTINGS)
     assert (out / "report" / "report.md").stat().st_size > 0
     with (out / "report" / "report.csv").open() as fh:
         assert sorted(r["run"] for r in csv.DictReader(fh)) == sorted(DEMO_SETTINGS)
