@@ -326,6 +326,9 @@ class SaturationCallback(TrainerCallback, ExportableState):
                 self._failure("loading the resumed state")
         if run.is_main:
             self._guard("opening the MLflow sink", self._open_sink, args)
+        _setup_logging(args, run.is_main)
+        if run.is_main:
+            self._log_attach(state)
         if (run.source == "evaluator" and self.evaluator.due(0) and state.global_step == 0):
             self._run_evaluator(kwargs, 0, state)
             self._flush()
@@ -372,6 +375,35 @@ class SaturationCallback(TrainerCallback, ExportableState):
             self._guard("logging the final figure and table", self._log_final, "end")
             self._guard("closing the MLflow sink", run.sink.close)
             run.sink = None
+
+    # -- what the user sees in the job's log ----------------------------------------------
+
+    def _log_attach(self, state: Any) -> None:
+        run = self._run
+        c = run.monitor.config if run.monitor is not None else None
+        if run.source == "evaluator":
+            held = (f"held-out from HeldoutEvaluator '{self.evaluator.name}' every "
+                    f"{self.evaluator.every} steps on {self.evaluator.size} prompts")
+        elif run.source == "eval":
+            held = "held-out from the trainer's eval logs (eval_*)"
+        else:
+            held = "no held-out source"
+        keys = (f"'{self.keys.train_key}'" if self.keys.train_key
+                else f"the '{self.keys.preset}' key preset")
+        logger.info("satmon: attached (%s): action=%s, %s, training reward from %s, "
+                    "total_steps=%s, MLflow %s%s", self.name, self.action, held, keys,
+                    c.total_steps if c else "?", "on" if run.sink is not None else "off",
+                    f", resumed from {run.resumed_from}" if run.resumed_from else "")
+
+    def _log_evaluation(self, pending: _Pending, decision: Decision) -> None:
+        details = decision.evidence.details
+        values = ", ".join(f"{k}={v:.3f}" + (f" (n={n})" if n else "")
+                           for k, (v, n) in pending.heldout.items())
+        p_gain = details.get("p_heldout_gain", math.nan)
+        verdict = (decision.action.value if decision.reason is None
+                   else f"{decision.action.value} ({decision.reason.value})")
+        logger.info("satmon: step %d: held-out %s; P(gain)=%s; %s", pending.step, values,
+                    f"{p_gain:.2f}" if math.isfinite(p_gain) else "n/a (warm-up)", verdict)
 
     # -- reading logs ---------------------------------------------------------------------
 
@@ -525,6 +557,8 @@ class SaturationCallback(TrainerCallback, ExportableState):
         # Rows are stored JSON-safe once, so reading the history every step stays cheap.
         run.rows.append(json_safe(row))
         run.decisions.append(decision)
+        if run.is_main and heldout and not run.replaying:
+            self._guard("logging the evaluation line", self._log_evaluation, pending, decision)
         if run.sink is not None:
             self._guard("logging to MLflow", self._log_update, pending, decision)
         if act and not run.replaying:
@@ -899,6 +933,35 @@ class SaturationCallback(TrainerCallback, ExportableState):
     def __repr__(self) -> str:
         return (f"SaturationCallback(name={self.name!r}, action={self.action!r}, "
                 f"heldout={self.heldout!r}, updates={self.updates})")
+
+
+_HANDLER: logging.Handler | None = None
+
+
+def _setup_logging(args: Any, is_main: bool) -> None:
+    """Make satmon's lines visible in a job that did not configure logging.
+
+    When neither the ``satmon`` logger nor the root logger has a handler, one stderr handler
+    is added to ``satmon`` (once per process). Its level follows the trainer: ``log_level``
+    (main process) / ``log_level_replica`` (other ranks) when set, else INFO on the main
+    process and WARNING elsewhere, so per-evaluation lines come from rank 0 only. A user's own
+    logging configuration is left alone.
+    """
+    global _HANDLER
+    lib = logging.getLogger("satmon")
+    if _HANDLER is None and (lib.handlers or logging.getLogger().handlers):
+        return
+    level = logging.INFO if is_main else logging.WARNING
+    chosen = getattr(args, "log_level" if is_main else "log_level_replica", "passive")
+    if isinstance(chosen, str) and chosen not in ("passive", ""):
+        level = logging.getLevelName(chosen.upper()) if chosen != "critical" else logging.CRITICAL
+        level = level if isinstance(level, int) else logging.INFO
+    if _HANDLER is None:
+        _HANDLER = logging.StreamHandler()
+        _HANDLER.setFormatter(logging.Formatter("%(message)s"))
+        lib.addHandler(_HANDLER)
+        lib.propagate = False
+    lib.setLevel(level)
 
 
 def _log_kind(logs: Mapping[str, Any]) -> str:
