@@ -31,6 +31,12 @@ Presets (``preset=``):
 ``auto``
     detect the preset from the keys present (:func:`detect_preset`).
 
+Every preset also reads back what satmon's own callback writes (to MLflow, and to the
+trainer's ``log_history`` in ``trainer_state.json``): ``satmon/train_reward`` when the preset
+finds no training-reward key, and ``satmon/heldout/<name>`` (sample size in
+``satmon/heldout/<name>/n``) when it finds no held-out key. A log holding only satmon's keys is
+read with the ``tidy`` preset.
+
 Explicit ``train_key``, ``heldout_keys`` and ``aux_keys`` override the preset; a configured key
 that the log does not have raises a ``KeyError`` that lists the keys it does have.
 
@@ -84,6 +90,14 @@ _TRL_REWARD_FN = re.compile(r"^rewards/(?P<fn>[^/]+)(?:/mean)?$")
 _TRL_EVAL_FN = re.compile(r"^eval_rewards/(?P<fn>[^/]+)(?:/mean)?$")
 _VERL_CORE = re.compile(r"^val-core/(?P<ds>.+)/(?P<var>[^/]+)/mean(?:@|_at_)(?P<n>\d+)$")
 _VERL_OLD = re.compile(r"^val/test_score/(?P<ds>.+)$")
+SATMON_TRAIN = "satmon/train_reward"
+_SATMON_HELDOUT = re.compile(r"^satmon/heldout/(?P<name>.+)$")
+
+
+def satmon_heldout_size_key(key: str) -> str | None:
+    """The sample-size key of one of satmon's own held-out keys (None for other keys)."""
+    m = _SATMON_HELDOUT.match(key)
+    return None if m is None or key.endswith("/n") else key + "/n"
 
 _MAX_KEYS_LISTED = 40
 
@@ -124,6 +138,8 @@ def detect_preset(keys: Iterable[str]) -> str | None:
     if "reward" in keys or any(k.startswith(("rewards/", "eval_rewards/", "completions/"))
                                for k in keys):
         return "trl"
+    if SATMON_TRAIN in keys or any(_SATMON_HELDOUT.match(k) for k in keys):
+        return "tidy"  # only satmon's own keys
     return None
 
 
@@ -146,6 +162,9 @@ def heldout_name(key: str, preset: str | None = None) -> str:
             return m.group("ds")
     if preset in (None, "auto", "tidy") and key.startswith(TIDY_HELDOUT + "/"):
         return key[len(TIDY_HELDOUT) + 1:]
+    m = _SATMON_HELDOUT.match(key)
+    if m:
+        return m.group("name")
     return key
 
 
@@ -370,6 +389,22 @@ class KeyMap:
 
 
 def _preset_train_key(preset: str | None, present: set[str]) -> str | None:
+    key = _preset_train_key_of(preset, present)
+    if key is None and SATMON_TRAIN in present:
+        return SATMON_TRAIN
+    return key
+
+
+def _preset_heldout(preset: str | None, present: set[str],
+                    train_key: str | None) -> list[tuple[str, str]]:
+    found = _preset_heldout_of(preset, present, train_key)
+    if found:
+        return found
+    return sorted((m.group("name"), k) for k in present
+                  if (m := _SATMON_HELDOUT.match(k)) and not k.endswith("/n"))
+
+
+def _preset_train_key_of(preset: str | None, present: set[str]) -> str | None:
     if preset == "tidy":
         return TIDY_TRAIN if TIDY_TRAIN in present else None
     if preset == "verl":
@@ -389,8 +424,8 @@ def _preset_train_key(preset: str | None, present: set[str]) -> str | None:
     return None
 
 
-def _preset_heldout(preset: str | None, present: set[str],
-                    train_key: str | None) -> list[tuple[str, str]]:
+def _preset_heldout_of(preset: str | None, present: set[str],
+                       train_key: str | None) -> list[tuple[str, str]]:
     if preset == "tidy":
         out = [(TIDY_HELDOUT, TIDY_HELDOUT)] if TIDY_HELDOUT in present else []
         out += [(k[len(TIDY_HELDOUT) + 1:], k) for k in sorted(present)

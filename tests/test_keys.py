@@ -186,3 +186,22 @@ def test_keymap_is_immutable_and_keyword_only():
 def test_doctests():
     result = doctest.testmod(satmon.keys)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_satmons_own_keys_read_back_in_every_preset():
+    from satmon.keys import KeyMap, satmon_heldout_size_key
+
+    # trainer_state.json of a TRL job with satmon's evaluator: TRL's reward, satmon's held-out.
+    r = KeyMap().resolve(["reward", "loss", "satmon/heldout/gsm8k", "satmon/heldout/gsm8k/n"])
+    assert (r.preset, r.train_key, r.heldout) == ("trl", "reward",
+                                                  (("gsm8k", "satmon/heldout/gsm8k"),))
+    # An MLflow run that only satmon's sink wrote to.
+    r = KeyMap().resolve(["satmon/train_reward", "satmon/p_saturated",
+                          "satmon/heldout/openai/gsm8k", "satmon/heldout/openai/gsm8k/n"])
+    assert (r.preset, r.train_key) == ("tidy", "satmon/train_reward")
+    assert r.heldout == (("openai/gsm8k", "satmon/heldout/openai/gsm8k"),)
+    # The preset's own held-out keys win; satmon's copy is not a second series.
+    r = KeyMap().resolve(["train_reward", "heldout_acc", "satmon/heldout/heldout_acc"])
+    assert r.heldout == (("heldout_acc", "heldout_acc"),)
+    assert satmon_heldout_size_key("satmon/heldout/gsm8k") == "satmon/heldout/gsm8k/n"
+    assert satmon_heldout_size_key("satmon/heldout/gsm8k/n") is None
