@@ -38,7 +38,8 @@ def _analysis_arguments(p: argparse.ArgumentParser, *, report: bool = False) -> 
     p.add_argument("--no-replay", dest="replay", action="store_false",
                    help="skip the replay of the online monitor (faster on many long runs)")
     p.add_argument("--skip-unreadable", action="store_true",
-                   help="warn about sources that cannot be read and go on (default: stop)")
+                   help="name each source that cannot be read (or that --strict refuses) and "
+                        "go on with the others (default: stop)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
 
@@ -88,22 +89,36 @@ def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:
 
 
 def read_sources(args: argparse.Namespace) -> list[Any]:
-    """Read every source named on the command line (each may hold several runs)."""
+    """Read every source named on the command line (each may hold several runs).
+
+    A source that cannot be read raises a ReadError (exit status 2), or with
+    ``--skip-unreadable`` is named on stderr and left out; each problem a reader worked around
+    in a run it did read gets a note on stderr (``--strict`` refuses such runs instead).
+    """
     from satmon.analysis import read_runs
+    from satmon.analysis.readers import ReadError
+    from satmon.cli import print_read_notes
 
     runs = []
     for source in _progress(list(args.sources), args.progress, "reading"):
         try:
             # One source may hold many runs (an MLflow experiment or store, a folder of logs).
-            runs += read_runs(source, train_key=args.train_key, heldout_keys=args.heldout_key,
+            found = read_runs(source, train_key=args.train_key, heldout_keys=args.heldout_key,
                               preset=args.preset, format=args.fmt,
-                              tracking_uri=getattr(args, "tracking_uri", None))
-        except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
+                              tracking_uri=getattr(args, "tracking_uri", None),
+                              strict=args.strict)
+        # ReadError is every failure of a file's content; the others come from MLflow sources
+        # (a run not found) and the key options.
+        except (ReadError, ValueError, KeyError, TypeError, FileNotFoundError) as exc:
+            message = exc.args[0] if exc.args else str(exc)
             if not args.skip_unreadable:
-                raise type(exc)(f"cannot read '{source}': "
-                                f"{exc.args[0] if exc.args else exc}") from exc
-            print(f"satmon: skipped '{source}': {exc.args[0] if exc.args else exc}",
-                  file=sys.stderr)
+                raise ReadError(f"cannot read '{source}': {message}", source=str(source)) \
+                    from exc
+            print(f"satmon: skipped '{source}': {message}", file=sys.stderr)
+            continue
+        for run in found:
+            print_read_notes(args.command, run)
+        runs += found
     if not runs:
         raise ValueError("none of the sources could be read; nothing to report.")
     return runs

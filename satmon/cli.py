@@ -3,6 +3,14 @@
 Each subcommand lives in a function ``_cmd_<name>(args) -> int``; the packages it needs
 (readers, reports, trainers) are imported inside it so ``satmon --help`` stays fast and
 ``import satmon.cli`` stays as light as ``import satmon``.
+
+Inputs that cannot be read end a command with exit status 2 and ``satmon <command>: error:
+<file>: <problem>`` on stderr (``satmon report`` and ``satmon plot`` go on past them with
+``--skip-unreadable``, naming each skipped source). An input read only in part or with a
+choice the reader had to make (the run's ``read_warnings``: a damaged TensorBoard file read up
+to its last good record, TRL steps that could not be told, ...) is used with a ``satmon
+<command>: note: <file>: ...`` line on stderr per problem; with ``--strict`` it is refused
+instead, as an unreadable input.
 """
 
 from __future__ import annotations
@@ -54,6 +62,16 @@ def add_reader_arguments(p: argparse.ArgumentParser, *, format_flag: str = "--fo
     p.add_argument("--tracking-uri", metavar="URI", default=None,
                    help=tracking_uri_help
                    or "MLflow tracking URI for MLflow runs (default: MLFLOW_TRACKING_URI)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse inputs that could be read only in part or needed a guess (a "
+                        "damaged event file, untold steps); default: use them with a note")
+
+
+def print_read_notes(command: str, run) -> None:
+    """One stderr note per problem the reader worked around in ``run``."""
+    source = run.metadata.get("source", run.name)
+    for problem in run.metadata.get("read_warnings") or []:
+        print(f"satmon {command}: note: {source}: {problem}", file=sys.stderr)
 
 
 def add_saturation_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,9 +95,12 @@ def read_run_from_args(args: argparse.Namespace):
     """Read the run named by ``args.path`` with the shared reader options."""
     from satmon.analysis import read_run
 
-    return read_run(args.path, train_key=args.train_key, heldout_keys=args.heldout_key,
-                    preset=args.preset, format=args.fmt,
-                    tracking_uri=getattr(args, "tracking_uri", None))
+    run = read_run(args.path, train_key=args.train_key, heldout_keys=args.heldout_key,
+                   preset=args.preset, format=args.fmt,
+                   tracking_uri=getattr(args, "tracking_uri", None),
+                   strict=getattr(args, "strict", False))
+    print_read_notes(getattr(args, "command", None) or "", run)
+    return run
 
 
 @command("analyze", "exact post-hoc saturation analysis of one run", _analyze_arguments)
@@ -128,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ReadWarningsAsNotes(logging.Filter):
+    """Drops the readers' ``read_warnings`` log records: the command prints them as notes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "read_warning", False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``satmon`` console script; returns the exit status."""
     parser = build_parser()
@@ -137,12 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
+    readers_log = logging.getLogger("satmon.analysis.readers")
+    as_notes = _ReadWarningsAsNotes()
+    readers_log.addFilter(as_notes)
     try:
         return int(args.handler(args) or 0)
     except (ValueError, KeyError, TypeError, FileNotFoundError, ImportError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"satmon {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        readers_log.removeFilter(as_notes)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -93,8 +93,11 @@ def test_analyze_every_format(tmp_path, capsys, name):
     path = tmp_path / name
     WRITERS[name](path)
     assert main(["analyze", str(path)]) == 0
-    printed = capsys.readouterr().out
-    assert "t_sat = " in printed and f"T = {T}" in printed
+    captured = capsys.readouterr()
+    assert "t_sat = " in captured.out and f"T = {T}" in captured.out
+    assert "note:" not in captured.err  # a clean read has nothing to report...
+    assert main(["analyze", str(path), "--strict"]) == 0  # ...and --strict accepts it
+    capsys.readouterr()
     assert main(["analyze", str(path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert isinstance(result, dict)

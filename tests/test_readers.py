@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from satmon.analysis import FORMATS, detect_format, read_run, read_runs
+from satmon.analysis.readers import MissingKeyError, ReadError
 from satmon.analysis.export import tidy_csv_text
 from satmon.analysis.readers.console import clean_terminal_text
 
@@ -200,11 +201,12 @@ def test_wide_csv_truncated_row(tmp_path):
 def test_wrong_value_type_names_the_series(tmp_path):
     path = tmp_path / "types.csv"
     path.write_text("step,metric,value\n1,train_reward,0.1\n2,train_reward,high\n")
-    with pytest.raises(TypeError, match=r"series 'train_reward', record 1: a value must be a "
-                                        r"number or None. Got 'high'"):
+    # Wrong content is a ReadError (a ValueError) naming the file, the series and the record.
+    with pytest.raises(ReadError, match=r"types.csv: series 'train_reward', record 1: a value "
+                                        r"must be a number or None. Got 'high'"):
         read_run(path)
     path.write_text("step,metric,value\n1.5,train_reward,0.1\n")
-    with pytest.raises(ValueError, match="a step must be a whole number >= 0. Got 1.5"):
+    with pytest.raises(ReadError, match="a step must be a whole number >= 0. Got 1.5"):
         read_run(path)
 
 
@@ -250,13 +252,13 @@ def test_trainer_state_file_and_checkpoint_folders(tmp_path):
 def test_trainer_state_wrong_types(tmp_path):
     path = tmp_path / "trainer_state.json"
     path.write_text(json.dumps({"log_history": {"step": 1}}))
-    with pytest.raises(TypeError, match="'log_history' must be a list"):
+    with pytest.raises(ReadError, match="'log_history' must be a list"):
         read_run(path)
     path.write_text(json.dumps({"log_history": [{"reward": 0.1}]}))
     with pytest.raises(ValueError, match=r"log_history\[0\] has no 'step'"):
         read_run(path)
     path.write_text(json.dumps({"log_history": [{"step": "one", "reward": 0.1}]}))
-    with pytest.raises(TypeError, match="a step must be a whole number"):
+    with pytest.raises(ReadError, match="a step must be a whole number"):
         read_run(path)
 
 
@@ -360,18 +362,30 @@ def test_tensorboard_transformers_callback_tags(tmp_path):
     assert run.train_reward.steps.tolist() == STEPS
 
 
-def test_truncated_event_file(tmp_path):
+def test_truncated_event_file(tmp_path, caplog):
     folder = tmp_path / "tb"
     _write_events(folder, [(s, {"critic/score/mean": REWARD[s - 1]}) for s in STEPS])
     event = next(folder.glob("events.out.tfevents.*"))
     cut = tmp_path / "events.out.tfevents.cut"
     cut.write_bytes(event.read_bytes()[:-7])
-    # TensorBoard's reader stops at a broken final record: the complete ones load.
-    run = read_run(cut)
-    assert 0 < len(run.train_reward) < len(STEPS)
+    # The complete records load, and the cut is reported, never silent: the last record
+    # (step 30) is the broken one.
+    with caplog.at_level("WARNING", logger="satmon.analysis.readers"):
+        run = read_run(cut)
+    assert run.train_reward.steps.tolist() == STEPS[:-1]
+    (partial,) = run.metadata["partial_read"]
+    assert partial["file"] == str(cut) and partial["records_read"] == len(STEPS)
+    assert partial["stopped_at_record"] == len(STEPS) + 1
+    assert partial["bytes_unread"] == partial["file_size"] - partial["offset"] > 0
+    assert "read only in part: the file ends inside record 31" in caplog.text
+    assert run.metadata["read_warnings"] and "31" in run.metadata["read_warnings"][0]
+    with pytest.raises(ReadError, match="refused \\(strict\\): .*TensorBoard event file "
+                                        "events.out.tfevents.cut read only in part"):
+        read_run(cut, strict=True)
     header_only = tmp_path / "events.out.tfevents.header"
     header_only.write_bytes(event.read_bytes()[:60])
-    with pytest.raises(ValueError, match="no metric values found in this tensorboard log"):
+    with pytest.raises(ReadError, match="no metric values found in this tensorboard log.*"
+                                        "read only in part"):
         read_run(header_only)
 
 
@@ -415,6 +429,9 @@ def test_missing_key_lists_the_keys_found(tmp_path):
                               for s in STEPS))
     with pytest.raises(KeyError) as err:
         read_run(path, heldout_keys=["eval_rewards/acc/mean"])
+    # One error type for every reader failure, still a KeyError for old callers.
+    assert isinstance(err.value, MissingKeyError) and isinstance(err.value, ReadError)
+    assert str(err.value) == err.value.args[0]
     msg = err.value.args[0]
     assert msg.startswith(f"{path}: The held-out key 'eval_rewards/acc/mean' is not in the log")
     assert "Keys found (3): 'kl', 'loss', 'reward'." in msg
@@ -454,9 +471,11 @@ def test_docstring_examples():
     import doctest
 
     import satmon.analysis.readers.api as api
+    import satmon.analysis.readers.errors as errors
 
-    result = doctest.testmod(api)
-    assert result.attempted > 0 and result.failed == 0
+    for module in (api, errors):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_importing_the_readers_loads_no_optional_package():

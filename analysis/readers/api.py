@@ -2,9 +2,22 @@
 
 Formats are recognised by content, not by file name alone (a verl log saved as ``.txt``, a
 JSONL file called ``metrics.log`` and an event file renamed by hand all load); anything
-unrecognised raises a ValueError that names the file and lists the supported formats.
+unrecognised raises a ReadError that names the file and lists the supported formats.
 Nothing read is ever executed: JSON is parsed with :mod:`json`, Python dict literals with
-:func:`ast.literal_eval`, event files with TensorBoard's reader, and no pickle is loaded.
+:func:`ast.literal_eval`, event files with TensorBoard's protobufs, and no pickle is loaded.
+
+Errors
+    Every failure to read a file's content raises :class:`~satmon.analysis.readers.errors.ReadError`
+    (a ValueError; :class:`~satmon.analysis.readers.errors.MissingKeyError`, also a KeyError,
+    for a configured key the log lacks), with a message naming the file and the problem. That
+    includes failures no reader anticipated (the exception is chained as ``__cause__``). Only a
+    missing path (FileNotFoundError), a missing optional package (ImportError) and invalid
+    options (ValueError, raised before anything is read) are something else.
+Warnings and ``strict``
+    What a reader worked around (a damaged TensorBoard file read up to its last good record,
+    TRL log dicts whose steps could not be told, a partial last JSONL line, unparsable
+    dict-like text) is logged as a warning and listed in ``run.metadata["read_warnings"]``
+    (absent after a clean read). With ``strict=True`` such a run raises a ReadError instead.
 """
 
 from __future__ import annotations
@@ -12,11 +25,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from satmon.analysis.readers import console, event_files, json_logs, tables, tracking
+from satmon.analysis.readers.errors import ReadError
 from satmon.analysis.readers.metric_log import (MetricLog, build_run, first_line_repr,
                                                  keymap_from)
 from satmon.keys import KeyMap
@@ -45,8 +61,37 @@ def _supported() -> str:
     return "; ".join(f"{k} ({v})" for k, v in FORMATS.items())
 
 
-def _unknown_format(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path}: {why}. Supported formats: {_supported()}.")
+def _unknown_format(path: Path, why: str) -> ReadError:
+    return ReadError(f"{path}: {why}. Supported formats: {_supported()}.", source=str(path))
+
+
+@contextmanager
+def _reading(source: Any) -> Iterator[None]:
+    """Turn every failure while reading ``source`` into a ReadError that names it."""
+    try:
+        yield
+    except ReadError as exc:
+        if exc.source is None:
+            exc.source = str(source)
+        raise
+    except (FileNotFoundError, ImportError):
+        raise
+    except RecursionError as exc:
+        raise ReadError(f"{source}: the content is nested too deeply to read (Python's "
+                        f"recursion limit is {sys.getrecursionlimit()}).",
+                        source=str(source)) from exc
+    except Exception as exc:  # a parser failure nobody anticipated: still the one error type
+        raise ReadError(f"{source}: could not be read ({type(exc).__name__}: {exc}).",
+                        source=str(source)) from exc
+
+
+def _refuse_if_strict(run: Run, strict: bool) -> Run:
+    problems = run.metadata.get("read_warnings") or []
+    if strict and problems:
+        source = run.metadata.get("source", run.name)
+        raise ReadError(f"{source}: refused (strict): read only in part or with a guess: "
+                        f"{' '.join(problems)}", source=source)
+    return run
 
 
 def _check_format(fmt: str) -> str:
@@ -60,7 +105,7 @@ def _check_format(fmt: str) -> str:
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
     if not data.strip():
-        raise ValueError(f"{path}: the file is empty.")
+        raise ReadError(f"{path}: the file is empty.", source=str(path))
     sample = data[:_SNIFF_BYTES]
     text = data.decode("utf-8", errors="replace")
     head = sample.decode("utf-8", errors="replace")
@@ -112,11 +157,16 @@ def detect_format(path: str | os.PathLike) -> str:
     """The format of one log file, recognised by its content.
 
     Returns one of the keys of :data:`FORMATS`. Raises FileNotFoundError for a missing path
-    and ValueError for empty, binary or unrecognised files.
+    and ReadError for empty, binary, unrecognised or unreadable files.
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder.")
+    with _reading(p):
+        return _detect_format(p)
+
+
+def _detect_format(p: Path) -> str:
     if p.is_dir():
         kinds = {kind for kind, _ in _dir_sources(p)}
         if len(kinds) == 1:
@@ -126,7 +176,7 @@ def detect_format(path: str | os.PathLike) -> str:
     with p.open("rb") as fh:
         head = fh.read(_SNIFF_BYTES)
     if not head.strip():
-        raise ValueError(f"{p}: the file is empty.")
+        raise ReadError(f"{p}: the file is empty.", source=str(p))
     if event_files.is_event_file_content(head):
         return "tensorboard"
     if head.startswith(tracking.SQLITE_MAGIC):
@@ -198,7 +248,7 @@ def _read_log(path: Path, fmt: str) -> MetricLog:
         return console.read_verl_console(text, source=source)
     if fmt == "trl-console":
         return console.read_trl_console(text, source=source)
-    raise ValueError(f"{path}: format {fmt!r} cannot be read from a file.")
+    raise ReadError(f"{path}: format {fmt!r} cannot be read from a file.", source=source)
 
 
 def _resolve_path(p: Path, fmt: str) -> tuple[str, Path]:
@@ -213,9 +263,9 @@ def _resolve_path(p: Path, fmt: str) -> tuple[str, Path]:
             raise _unknown_format(p, "a folder with no trainer_state.json, checkpoint-N/ or "
                                      "TensorBoard event files" + (f" for format {fmt!r}"
                                                                   if fmt != "auto" else ""))
-        raise ValueError(f"{p}: the folder holds {len(sources)} runs "
-                         f"({', '.join(str(s[1]) for s in sources[:10])}); read one of them, or "
-                         "all with read_runs.")
+        raise ReadError(f"{p}: the folder holds {len(sources)} runs "
+                        f"({', '.join(str(s[1]) for s in sources[:10])}); read one of them, or "
+                        "all with read_runs.", source=str(p))
     if fmt == "auto":
         return detect_format(p), p
     return fmt, p
@@ -245,6 +295,7 @@ def read_run(
     format: str = "auto",
     name: str | None = None,
     tracking_uri: str | None = None,
+    strict: bool = False,
 ) -> Run:
     """Read one training run from a log file, folder or MLflow reference.
 
@@ -265,17 +316,29 @@ def read_run(
         The run's label (default: from the file, folder or MLflow run name).
     tracking_uri:
         MLflow tracking URI (default: the reference's, then ``MLFLOW_TRACKING_URI``).
+    strict:
+        Refuse (ReadError) a run that could be read only in part or whose reader had to make
+        a choice, i.e. one with ``read_warnings`` in its metadata. Default: read it, with a
+        logged warning and the ``read_warnings`` entry.
 
     Returns
     -------
     A cleaned :class:`satmon.Run`; ``run.metadata`` records the source, the format, the preset
-    and keys used, and what cleaning changed.
+    and keys used, what cleaning changed, and (``read_warnings``) anything the reader worked
+    around.
 
     Raises
     ------
-    FileNotFoundError, ValueError (empty, truncated, binary or unrecognised input), KeyError
-    (a configured key is missing; the message lists the keys present), TypeError (a value of
-    a needed series is not a number).
+    ReadError
+        (a ValueError) The input cannot be read: empty, truncated, corrupt, binary or
+        unrecognised content, a malformed line, a value of a needed series that is not a
+        number, a step or value out of range, a duplicated CSV column, a fractional step;
+        or refused with ``strict=True``. The message names the file and the problem.
+    MissingKeyError
+        (a ReadError and a KeyError) A configured key is missing; the message lists the keys
+        present.
+    FileNotFoundError
+        The path does not exist.
 
     Example
     -------
@@ -296,20 +359,24 @@ def read_run(
             raise ValueError(f"{source}: the MLflow {ref.kind} {ref.ident!r} holds {len(runs)} "
                              f"runs ({', '.join(r.metadata['run_id'] for r in runs[:10])}); "
                              "read one by run id, or all with read_runs.")
-        return runs[0]
+        return _refuse_if_strict(runs[0], strict)
     if fmt == "mlflow":
         raise ValueError(f"{source}: not an MLflow reference; use mlflow://runs/<run_id>, "
                          "mlflow://experiments/<name>, runs:/<run_id> or a sqlite store file.")
     p = Path(source)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder.")
-    kind, target = _resolve_path(p, fmt)
-    return _build(target, kind, keymap, name)
+    with _reading(p):
+        kind, target = _resolve_path(p, fmt)
+    return _build(target, kind, keymap, name, strict)
 
 
-def _build(target: Path, kind: str, keymap: KeyMap, name: str | None) -> Run:
-    mlog = _read_log(target, kind)
-    return build_run(mlog, keymap, name=name, default_name=_default_name(target, mlog.format))
+def _build(target: Path, kind: str, keymap: KeyMap, name: str | None, strict: bool) -> Run:
+    with _reading(target):
+        mlog = _read_log(target, kind)
+        run = build_run(mlog, keymap, name=name,
+                        default_name=_default_name(target, mlog.format))
+    return _refuse_if_strict(run, strict)
 
 
 def read_runs(
@@ -321,14 +388,15 @@ def read_runs(
     preset: str = "auto",
     format: str = "auto",
     tracking_uri: str | None = None,
+    strict: bool = False,
 ) -> list[Run]:
     """Read every run in one or several sources.
 
     A source may hold many runs: an MLflow experiment (``mlflow://experiments/<name>``, or a
     name with ``format="mlflow"``), an MLflow sqlite store, a folder of log files, output
     folders or TensorBoard run folders. In a folder, files whose format is not recognised
-    (READMEs, configs) are skipped with a log message; a recognised file that is broken raises.
-    Other parameters as in :func:`read_run`.
+    (READMEs, configs) are skipped with a log message; a recognised file that is broken raises
+    a ReadError. Other parameters (``strict`` included) and errors as in :func:`read_run`.
     """
     fmt = _check_format(format)
     keymap = keymap_from(preset=preset, train_key=train_key, heldout_keys=heldout_keys,
@@ -339,25 +407,27 @@ def read_runs(
     for source in sources:
         ref = _mlflow_reference(source, fmt, tracking_uri)
         if ref is not None:
-            runs += tracking.read_mlflow(ref, keymap)
+            runs += [_refuse_if_strict(r, strict) for r in tracking.read_mlflow(ref, keymap)]
             continue
         p = Path(source)
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such file or folder.")
         if p.is_file():
-            kind, target = _resolve_path(p, fmt)
-            runs.append(_build(target, kind, keymap, None))
+            with _reading(p):
+                kind, target = _resolve_path(p, fmt)
+            runs.append(_build(target, kind, keymap, None, strict))
             continue
-        found = _scan_folder(p, fmt, depth=0)
+        with _reading(p):
+            found = _scan_folder(p, fmt, depth=0)
         if not found:
             raise _unknown_format(p, "a folder with no readable training logs")
         for kind, target in found:
             if kind == "mlflow":
                 runs += read_runs(target, train_key=train_key, heldout_keys=heldout_keys,
                                   aux_keys=aux_keys, preset=preset, format="mlflow",
-                                  tracking_uri=tracking_uri)
+                                  tracking_uri=tracking_uri, strict=strict)
             else:
-                runs.append(_build(target, kind, keymap, None))
+                runs.append(_build(target, kind, keymap, None, strict))
     return runs
 
 

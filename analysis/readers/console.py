@@ -9,15 +9,36 @@ verl
     ``(TaskRunner pid=1)`` are ignored). Values are numbers as verl prints them, including
     numpy reprs such as ``np.float64(0.5)``. A resumed run starts mid-way and may repeat steps;
     the cleaning policy keeps the later value.
+    A ``step:`` that is not a whole number (``step:1.5``) raises a ReadError naming the line:
+    it cannot be placed on the step axis, and dropping the line would be a silent choice.
 TRL / transformers
     ``{'loss': 0.1, 'reward': 0.5, ...}`` printed per logging step (transformers >= 5 prints
     the floats as 4-significant-digit strings, ``{'loss': '0.1234'}``, which are read as
     numbers at that precision). The dict is parsed with :func:`ast.literal_eval` (never
     ``eval``); ``nan`` / ``inf`` become None (dropped and reported by the cleaning policy).
-    The dict holds no step, so the step is the training progress bar's counter: tqdm redraws
-    the bar right after the dict with the current global step, and the last counter before
-    it is the fallback. Without any progress bar, steps are the 1-based index of the log
-    line, and the run's metadata says so.
+    Text inside rich tables and panels (lines starting with a box-drawing character, such as
+    the completion tables of ``log_completions=True``) is never read as a log dict or a
+    progress counter: completions may contain anything.
+
+    The dict holds no step, so each dict's step comes from, in order of preference:
+
+    1. a ``global_step`` / ``step`` entry in the dict itself;
+    2. the ``Step N`` title of the completion table TRL prints right after the dict
+       (``log_completions=True``; same stream as the dict, so never out of order);
+    3. the training progress bar's counter (``N/max_steps [``): tqdm redraws the bar right
+       after the dict with the current global step; the last counter before the dict is the
+       fallback. The training bar is the one whose counters sit next to the training log
+       dicts, not the one with the largest total (a ``datasets`` ``Map`` bar over a
+       7,473-prompt dataset counts higher than a 50-step training bar).
+
+    Evaluation dicts (``eval_*`` keys) and the final ``train_runtime`` summary take their step
+    the same way. When a training dict has none of these, or two consecutive training dicts get
+    the same step (stdout and stderr captured out of order), the reader cannot tell the steps:
+    it says so (a warning, ``steps_from_log_index`` and a ``read_warnings`` entry in the run's
+    metadata; ``strict=True`` refuses the run) and numbers the training dicts 1, 2, ... in log
+    order, evaluation dicts taking the number of the training dict before them. That number is
+    the step only with ``logging_steps=1``. ``run.metadata["steps_from"]`` counts the dicts
+    whose step came from each source.
 """
 
 from __future__ import annotations
@@ -25,8 +46,10 @@ from __future__ import annotations
 import ast
 import logging
 import re
+from bisect import bisect_left
 from typing import Any
 
+from satmon.analysis.readers.errors import ReadError
 from satmon.analysis.readers.metric_log import MetricLog
 
 log = logging.getLogger("satmon.analysis.readers")
@@ -34,13 +57,19 @@ log = logging.getLogger("satmon.analysis.readers")
 # CSI sequences (colours, cursor moves), OSC sequences (titles, links), other 2-byte escapes.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_VERL_LINE = re.compile(r"(?:^|[\s)\]>])step:(\d+) - (.*)$")
-_VERL_PROBE = re.compile(r"(?:^|[\s)\]>])step:\d+ - [^\s:]+:\S")
+_VERL_LINE = re.compile(r"(?:^|[\s)\]>])step:(\S+?) - (.*)$")
+_VERL_PROBE = re.compile(r"(?:^|[\s)\]>])step:[-+.\w]+ - [^\s:]+:\S")
+_WHOLE = re.compile(r"[0-9]+")
 _NUMPY_SCALAR = re.compile(r"^(?:np\.)?(?:float|int)\d*\((.*)\)$|^tensor\((.*?)(?:,.*)?\)$")
 _TRL_DICT = re.compile(r"\{'[^{}\n]*\}")
 _TRL_PROBE = re.compile(r"\{'[\w./\-@ ]+': '?[-+\d.einaf]+'?[,}]")
 _NON_FINITE = re.compile(r"(?<=[:\[,] )(-?inf|nan)(?=[,}\]])")
 _TQDM = re.compile(r"(\d+)/(\d+) \[")
+# Rich tables and panels, drawn with box characters (or ASCII ones on a non-UTF-8 terminal).
+_BOX_LINE = re.compile(r"^\s*[\u2500-\u257f|+]")
+_PANEL_STEP = re.compile(r"[\u256d\u250c+][\u2500\u2501-]+ Step (\d+) "
+                         r"[\u2500\u2501-]+[\u256e\u2510+]")
+_DICT_STEP_KEYS = ("global_step", "step")
 
 
 def clean_terminal_text(text: str) -> list[str]:
@@ -72,10 +101,19 @@ def _verl_value(text: str) -> Any:
         return text
 
 
+def _numbered_lines(text: str) -> list[tuple[int, str]]:
+    """:func:`clean_terminal_text` pieces with the file line (1-based) each comes from."""
+    out = []
+    for lineno, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+        for piece in _ANSI.sub("", line).split("\r"):
+            out.append((lineno, _CONTROL.sub("", piece)))
+    return out
+
+
 def read_verl_console(text: str, *, source: str) -> MetricLog:
     """Parse verl console output (``step:N - key:value - ...`` lines)."""
     mlog = MetricLog(source=source, format="verl-console")
-    for line in clean_terminal_text(text):
+    for lineno, line in _numbered_lines(text):
         m = _VERL_LINE.search(line)
         if not m:
             continue
@@ -84,8 +122,13 @@ def read_verl_console(text: str, *, source: str) -> MetricLog:
             key, sep, value = part.rpartition(":")
             if sep and key.strip():
                 record[key.strip()] = _verl_value(value)
-        if record:
-            mlog.add_record(int(m.group(1)), record)
+        if not record:
+            continue
+        if not _WHOLE.fullmatch(m.group(1)):
+            raise ReadError(f"{source}, line {lineno}: step {m.group(1)!r} is not a whole "
+                            "number >= 0; verl logs integer steps (step:N), so this line cannot "
+                            "be placed on the step axis.", source=source)
+        mlog.add_record(int(m.group(1)), record)
     return mlog
 
 
@@ -109,44 +152,141 @@ def _number_or_text(value: Any) -> Any:
     return value
 
 
+def _dict_kind(record: dict[str, Any]) -> str:
+    if "train_runtime" in record:
+        return "summary"
+    if any(k.startswith("eval_") for k in record):
+        return "eval"
+    return "train"
+
+
+def _step_in_dict(record: dict[str, Any]) -> int | None:
+    for key in _DICT_STEP_KEYS:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                float(value).is_integer() and value >= 0:
+            del record[key]
+            return int(value)
+    return None
+
+
+def _training_bar_total(windows: list[tuple[set[int], set[int]]]) -> int | None:
+    """The total of the bar whose counters sit next to the most training log dicts.
+
+    ``windows`` holds, per training dict, the totals of the counters right after it (before
+    the next dict) and of those anywhere between the dicts around it.
+    """
+    after: dict[int, int] = {}
+    near: dict[int, int] = {}
+    for right_after, around in windows:
+        for total in right_after:
+            after[total] = after.get(total, 0) + 1
+        for total in around:
+            near[total] = near.get(total, 0) + 1
+    if not near:
+        return None
+    return max(near, key=lambda total: (after.get(total, 0), near[total], total))
+
+
 def read_trl_console(text: str, *, source: str) -> MetricLog:
     """Parse TRL / transformers console output (one Python dict literal per log)."""
-    joined = "\n".join(clean_terminal_text(text))
+    lines = clean_terminal_text(text)
+    joined = "\n".join(lines)
+    # Box lines are blanked (same length, so positions agree) before looking for dicts and
+    # counters: completion tables print model output, which may hold either.
+    masked = "\n".join(" " * len(line) if _BOX_LINE.match(line) else line for line in lines)
     dicts: list[tuple[int, int, dict[str, Any]]] = []
     unparsed = 0
-    for m in _TRL_DICT.finditer(joined):
+    for m in _TRL_DICT.finditer(masked):
         record = _literal_dict(m.group(0))
         if record is None:
             unparsed += 1
         elif record:
             dicts.append((m.start(), m.end(), record))
-    counters = [(m.start(), int(m.group(1)), int(m.group(2))) for m in _TQDM.finditer(joined)]
-    # Evaluation bars are interleaved with the training bar; the training bar counts to
-    # max_steps, the largest total in the output.
-    train_total = max((total for _, _, total in counters), default=None)
-    positions = [(pos, n) for pos, n, total in counters if total == train_total]
+    counters = [(m.start(), int(m.group(1)), int(m.group(2))) for m in _TQDM.finditer(masked)]
+    panels = [(m.start(), int(m.group(1))) for m in _PANEL_STEP.finditer(joined)]
+    bounds = [(end, dicts[i + 1][0] if i + 1 < len(dicts) else len(joined) + 1)
+              for i, (_, end, _) in enumerate(dicts)]
+    kinds = [_dict_kind(record) for _, _, record in dicts]
+    counter_at = [pos for pos, _, _ in counters]
 
-    mlog = MetricLog(source=source, format="trl-console")
-    from_bar = 0
-    j = 0
-    for i, (start, end, record) in enumerate(dicts):
-        next_start = dicts[i + 1][0] if i + 1 < len(dicts) else len(joined) + 1
-        while j < len(positions) and positions[j][0] < start:
-            j += 1
-        before = positions[j - 1][1] if j > 0 else None
-        after = positions[j][1] if j < len(positions) and positions[j][0] < next_start else None
-        step = after if after is not None else before
+    def totals(lo: int, hi: int) -> set[int]:
+        return {t for _, _, t in counters[bisect_left(counter_at, lo):bisect_left(counter_at, hi)]}
+
+    # Per training dict: the bars counting right after it, and those between its neighbours.
+    windows = [(totals(lo, hi), totals(dicts[i - 1][1] if i else 0, hi))
+               for i, ((lo, hi), kind) in enumerate(zip(bounds, kinds)) if kind == "train"]
+    train_total = _training_bar_total(windows)
+    bar = [(pos, n) for pos, n, total in counters if total == train_total]
+    bar_at = [pos for pos, _ in bar]
+    panel_at = [pos for pos, _ in panels]
+
+    steps: list[int | None] = []
+    sources: list[str] = []
+    for (start, _, record), (lo, hi) in zip(dicts, bounds):
+        step, how = _step_in_dict(record), "log dict"
         if step is None:
-            step = i + 1
-        else:
-            from_bar += 1
+            k = bisect_left(panel_at, lo)
+            step = panels[k][1] if k < len(panels) and panel_at[k] < hi else None
+            how = "completion table"
+        if step is None:
+            k = bisect_left(bar_at, lo)
+            if k < len(bar) and bar_at[k] < hi:  # the bar redrawn right after the dict
+                step = bar[k][1]
+            else:  # the last counter before it
+                k = bisect_left(bar_at, start)
+                step = bar[k - 1][1] if k else None
+            how = "progress bar"
+        steps.append(step)
+        sources.append(how if step is not None else "none")
+
+    train_steps = [s for s, kind in zip(steps, kinds) if kind == "train"]
+    missing = train_steps.count(None)
+    repeated = sum(1 for a, b in zip(train_steps, train_steps[1:]) if a is not None and a == b)
+    mlog = MetricLog(source=source, format="trl-console")
+    if missing or repeated:
+        why = []
+        if missing:
+            why.append(f"{missing} of {len(train_steps)} training log dict(s) have no "
+                       "progress-bar counter, completion-table step or step key next to them")
+        if repeated:
+            why.append(f"{repeated} pair(s) of consecutive training log dicts got the same "
+                       "progress-bar step (output captured out of order?)")
+        mlog.warn(f"cannot tell the training steps: {'; '.join(why)}. The {len(dicts)} log "
+                  "dict(s) are numbered by their order among the training log dicts (1, 2, "
+                  "...), which is the step only with logging_steps=1.")
+        steps = _log_order_steps(kinds)
+        mlog.metadata["steps_from_log_index"] = len(dicts)
+    elif None in steps:
+        orphans = steps.count(None)
+        steps = _fill_from_previous(steps)
+        mlog.warn(f"{orphans} evaluation or summary log dict(s) have no step of their own; "
+                  "they take the step of the log dict before them (0 before the first)")
+    if "steps_from_log_index" not in mlog.metadata and dicts:
+        counts: dict[str, int] = {}
+        for how in sources:
+            counts[how] = counts.get(how, 0) + 1
+        mlog.metadata["steps_from"] = counts
+    for step, (_, _, record) in zip(steps, dicts):
         mlog.add_record(step, record)
-    if dicts and from_bar < len(dicts):
-        mlog.metadata["steps_from_log_index"] = len(dicts) - from_bar
-        log.warning("%s: %d log dict(s) without a progress-bar counter; their steps are the "
-                    "1-based log index", source, len(dicts) - from_bar)
     if unparsed:
         mlog.metadata["unparsed_dicts"] = unparsed
-        log.warning("%s: %d dict-like text(s) could not be parsed and were skipped",
-                    source, unparsed)
+        mlog.warn(f"{unparsed} dict-like text(s) could not be parsed and were skipped")
     return mlog
+
+
+def _fill_from_previous(steps: list[int | None]) -> list[int]:
+    out: list[int] = []
+    for step in steps:
+        out.append(step if step is not None else (out[-1] if out else 0))
+    return out
+
+
+def _log_order_steps(kinds: list[str]) -> list[int]:
+    """Steps by log order: training dicts 1, 2, ...; other dicts share the one before them."""
+    out, n = [], 0
+    for kind in kinds:
+        if kind == "train":
+            n += 1
+        out.append(n)
+    return out

@@ -1,9 +1,25 @@
-"""TensorBoard event files, read with the ``tensorboard`` package's own event reader.
+"""TensorBoard event files, decoded with the ``tensorboard`` package's protobufs.
 
 Scalars written as ``simple_value`` (PyTorch's ``SummaryWriter``, verl's tensorboard logger)
-and as scalar tensors (TF2 summaries) are both read. All points are kept (the reader's default
-reservoir sampling would thin long runs). Several event files of one run (a resumed job
-starts a new file) are read oldest first, so a repeated step keeps the value logged later.
+and as scalar tensors (TF2 summaries) are both read, and all points are kept. Several event
+files of one run (a resumed job starts a new file) are read oldest first, so a repeated step
+keeps the value logged later.
+
+An event file is a sequence of records, each framed as an 8-byte length, a CRC of the length,
+the payload and a CRC of the payload. Every frame and both CRCs are checked. A file that ends
+inside a record (cut off while being written, or copied half-way) or holds a record that fails
+its CRC (a flipped byte) is read up to the last good record, and the read is never silent:
+
+* a warning is logged and a sentence added to ``run.metadata["read_warnings"]``;
+* ``run.metadata["partial_read"]`` lists, per such file, ``file``, ``records_read`` (records
+  before the bad one, the ``brain.Event`` version record included), ``stopped_at_record``
+  (1-based index of the bad record), ``offset`` (its byte offset), ``file_size``,
+  ``bytes_unread`` and ``problem``;
+* ``read_run(..., strict=True)`` and the CLI's ``--strict`` refuse the run (ReadError).
+
+Nothing after the bad record is read: once a length or CRC is wrong the record boundaries that
+follow cannot be trusted. (TensorBoard's own loader stops at the same place, but reports it only
+at DEBUG level.)
 
 transformers' ``TensorBoardCallback`` writes ``train/<key>`` and ``eval/<key>``; when every tag
 has one of those prefixes they are mapped back to the keys the trainer logged (``reward``,
@@ -15,9 +31,12 @@ from __future__ import annotations
 import logging
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from satmon._optional import require
+from satmon.analysis.readers.errors import ReadError
 from satmon.analysis.readers.metric_log import MetricLog
 
 log = logging.getLogger("satmon.analysis.readers")
@@ -75,36 +94,91 @@ def _hf_tag_to_key(tag: str) -> str:
     return "test_" + tag[len("test/"):]
 
 
+class _Stop(Exception):
+    """Where and why a record iteration stopped before the end of the file."""
+
+    def __init__(self, record: int, offset: int, problem: str) -> None:
+        super().__init__(problem)
+        self.record, self.offset, self.problem = record, offset, problem
+
+
+def _records(data: bytes, masked_crc32c: Any) -> Iterator[tuple[int, int, bytes]]:
+    """``(index, offset, payload)`` of each TFRecord frame; raises :class:`_Stop` at a bad one."""
+    pos, index, size = 0, 1, len(data)
+    while pos < size:
+        if size - pos < 12:
+            raise _Stop(index, pos, f"the file ends inside the header of record {index} "
+                                    f"({size - pos} of 12 bytes)")
+        header = data[pos:pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+        if masked_crc32c(header) != header_crc:
+            raise _Stop(index, pos, f"record {index} fails its length CRC check (corrupt)")
+        end = pos + 12 + length
+        if end + 4 > size:
+            raise _Stop(index, pos, f"the file ends inside record {index} ({size - pos} of "
+                                    f"{length + 16} bytes)")
+        payload = data[pos + 12:end]
+        (payload_crc,) = struct.unpack("<I", data[end:end + 4])
+        if masked_crc32c(payload) != payload_crc:
+            raise _Stop(index, pos, f"record {index} fails its data CRC check (corrupt)")
+        yield index, pos, payload
+        pos, index = end + 4, index + 1
+
+
+def _scalar_points(path: Path, mlog: MetricLog, modules: dict[str, Any],
+                   points: list[tuple[str, int, float]]) -> None:
+    """Append the scalar points of one event file; report where a damaged file stops."""
+    event_pb2, tensor_util = modules["event_pb2"], modules["tensor_util"]
+    data = path.read_bytes()
+    plugin_of: dict[str, str] = {}
+    read = 0
+    try:
+        for index, offset, payload in _records(data, modules["masked_crc32c"]):
+            try:
+                event = event_pb2.Event.FromString(payload)
+            except Exception as exc:  # protobuf's DecodeError: a frame whose CRC still held
+                raise _Stop(index, offset, f"record {index} is not a valid Event "
+                                           f"({type(exc).__name__})") from None
+            read += 1
+            for value in event.summary.value:
+                kind = value.WhichOneof("value")
+                if kind == "simple_value":
+                    points.append((value.tag, event.step, value.simple_value))
+                elif kind == "tensor":
+                    # The plugin is named on a tag's first summary only.
+                    if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+                        plugin_of[value.tag] = value.metadata.plugin_data.plugin_name
+                    if plugin_of.get(value.tag) == "scalars":
+                        arr = tensor_util.make_ndarray(value.tensor)
+                        if arr.size == 1:
+                            points.append((value.tag, event.step, float(arr.reshape(()))))
+    except _Stop as stop:
+        unread = len(data) - stop.offset
+        mlog.metadata.setdefault("partial_read", []).append({
+            "file": str(path), "records_read": read, "stopped_at_record": stop.record,
+            "offset": stop.offset, "file_size": len(data), "bytes_unread": unread,
+            "problem": stop.problem})
+        mlog.warn(f"TensorBoard event file {path.name} read only in part: {stop.problem} at byte "
+                  f"{stop.offset} of {len(data)}; {read} record(s) read, the last {unread} "
+                  "bytes are ignored.")
+
+
 def read_event_files(files: list[Path], *, source: str) -> MetricLog:
     """Read the scalar series of one run from its event files (oldest first)."""
-    ea = require("tensorboard.backend.event_processing.event_accumulator",
-                 feature="reading TensorBoard event files")
-    tensor_util = require("tensorboard.util.tensor_util",
-                          feature="reading TensorBoard event files")
+    feature = "reading TensorBoard event files"
+    modules = {
+        "event_pb2": require("tensorboard.compat.proto.event_pb2", feature=feature),
+        "tensor_util": require("tensorboard.util.tensor_util", feature=feature),
+        "masked_crc32c": require("tensorboard.compat.tensorflow_stub.pywrap_tensorflow",
+                                 feature=feature).masked_crc32c,
+    }
+    mlog = MetricLog(source=source, format="tensorboard")
     points: list[tuple[str, int, float]] = []
     for path in files:
         if path.stat().st_size == 0:
-            raise ValueError(f"{path}: the TensorBoard event file is empty.")
-        acc = ea.EventAccumulator(str(path), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0},
-                                  purge_orphaned_data=False)
-        try:
-            acc.Reload()
-        except Exception as exc:  # the reader raises its own DataLossError types
-            raise ValueError(f"{path}: could not read the TensorBoard event file "
-                             f"({type(exc).__name__}: {exc}); it is truncated or corrupt."
-                             ) from None
-        tags = acc.Tags()
-        for tag in tags.get("scalars", []):
-            points += [(tag, ev.step, ev.value) for ev in acc.Scalars(tag)]
-        for tag in tags.get("tensors", []):
-            meta = acc.SummaryMetadata(tag)
-            if meta.plugin_data.plugin_name != "scalars":
-                continue
-            for ev in acc.Tensors(tag):
-                arr = tensor_util.make_ndarray(ev.tensor_proto)
-                if arr.size == 1:
-                    points.append((tag, ev.step, float(arr.reshape(()))))
-    mlog = MetricLog(source=source, format="tensorboard")
+            raise ReadError(f"{path}: the TensorBoard event file is empty.", source=source)
+        _scalar_points(path, mlog, modules, points)
     tags_seen = {tag for tag, _, _ in points}
     rename = bool(tags_seen) and all(t.startswith(_HF_PREFIXES) for t in tags_seen)
     for tag, step, value in points:

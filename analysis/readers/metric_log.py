@@ -5,14 +5,29 @@ A reader only has to say, in logged order, which value each metric key had at wh
 cleans every series by the core policy (repeated steps: the later value wins; NaN, inf and None
 dropped; both recorded in each series' ``cleaning`` report and in the run's metadata), so all
 formats behave the same way.
+
+Problems the readers work around instead of failing (a TensorBoard file that stops at a corrupt
+or cut-off record, a partial last JSONL line, TRL log dicts whose steps cannot be told, text that
+looks like a log dict but does not parse) are never silent: each is logged as a warning and kept
+as one sentence in ``run.metadata["read_warnings"]`` (absent when the read was clean);
+``read_run(..., strict=True)`` and the CLI's ``--strict`` refuse such runs with a
+:class:`~satmon.analysis.readers.errors.ReadError`.
+
+Before cleaning, every needed series is range-checked: a step must be at most ``2**63 - 1024``
+(the largest int64 that survives the cleaning's float conversion) and a value must fit a float
+(an integer of 1024 bits or more does not);
+anything else raises a ReadError that names the file, the series and the record.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from satmon.analysis.readers.errors import MissingKeyError, ReadError
 from satmon.keys import KeyMap
 from satmon.run import HeldoutSeries, Run, Series, TRAIN_REWARD
 
@@ -34,6 +49,13 @@ class MetricLog:
         self._steps: dict[str, list[Any]] = {}
         self._values: dict[str, list[Any]] = {}
         self.n_records = 0
+        self.read_warnings: list[str] = []
+
+    def warn(self, problem: str) -> None:
+        """Report something the reader worked around: a logged warning and a metadata entry."""
+        self.read_warnings.append(problem)
+        # Marked, so the CLI can print it once, as a note, instead of also logging it.
+        log.warning("%s: %s", self.source, problem, extra={"read_warning": True})
 
     def add(self, step: Any, key: str, value: Any) -> None:
         """Append one logged value."""
@@ -74,31 +96,31 @@ def build_run(mlog: MetricLog, keymap: KeyMap, *, name: str | None,
 
     Raises
     ------
-    ValueError
-        When the log holds no metric values at all (empty or unrecognised content).
-    KeyError
-        When a configured key is missing or no training reward is found; the message lists
-        the keys the log holds.
+    ReadError
+        When the log holds no metric values at all (empty or unrecognised content), or a value
+        of a needed series is not a number, or a step or value is out of range.
+    MissingKeyError
+        (a ReadError and a KeyError) When a configured key is missing or no training reward
+        is found; the message lists the keys the log holds.
     """
     if len(mlog) == 0:
-        raise ValueError(f"{mlog.source}: no metric values found in this {mlog.format} log "
-                         "(it is empty or holds no step records).")
+        problems = "".join(f" {w}" for w in mlog.read_warnings)
+        raise ReadError(f"{mlog.source}: no metric values found in this {mlog.format} log "
+                        f"(it is empty or holds no step records).{problems}",
+                        source=mlog.source)
     try:
         resolved = keymap.resolve(mlog.keys(), strict=True, require_train=True)
     except KeyError as exc:
-        raise KeyError(f"{mlog.source}: {exc.args[0]}") from None
-    train_steps, train_values = mlog.history(resolved.train_key)
-    train = Series.from_raw(TRAIN_REWARD, train_steps, train_values)
+        raise MissingKeyError(f"{mlog.source}: {exc.args[0]}", source=mlog.source) from None
+    train = _series(Series, mlog, TRAIN_REWARD, resolved.train_key)
     heldout = {}
     for bench, key in resolved.heldout:
-        steps, values = mlog.history(key)
         # Logs name the benchmark, not how many held-out samples stand behind each value, so
         # the sample size stays unknown (None) rather than guessed.
-        heldout[bench] = HeldoutSeries.from_raw(bench, steps, values, sample_size=None)
+        heldout[bench] = _series(HeldoutSeries, mlog, bench, key, sample_size=None)
     aux = {}
     for canonical, key in resolved.aux:
-        steps, values = mlog.history(key)
-        aux[canonical] = Series.from_raw(canonical, steps, values)
+        aux[canonical] = _series(Series, mlog, canonical, key)
     metadata = {
         "source": mlog.source,
         "format": mlog.format,
@@ -107,6 +129,8 @@ def build_run(mlog: MetricLog, keymap: KeyMap, *, name: str | None,
         "n_records": mlog.n_records,
         **mlog.metadata,
     }
+    if mlog.read_warnings:
+        metadata["read_warnings"] = list(mlog.read_warnings)
     run = Run(train_reward=train, heldout=heldout, aux=aux, metadata=metadata,
               name=name or default_name)
     changed = {k: r.describe() for k, r in run.cleaning_reports().items() if r.changed}
@@ -114,6 +138,44 @@ def build_run(mlog: MetricLog, keymap: KeyMap, *, name: str | None,
     for series_name, what in changed.items():
         log.info("%s: series %r: %s", mlog.source, series_name, what)
     return run
+
+
+# Steps are stored as int64 and pass through a float on the way (satmon.run's cleaning), so the
+# largest that survives is the largest double below 2**63.
+_MAX_STEP = 2 ** 63 - 1024
+
+
+def _describe_number(x: Any) -> str:
+    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 64:
+        return f"an integer of {x.bit_length()} bits"
+    return repr(x)
+
+
+def _range_problem(step: Any, value: Any) -> str | None:
+    """Why a raw ``(step, value)`` cannot be stored (None when it can)."""
+    if isinstance(step, (int, float)) and not isinstance(step, bool) and \
+            not (isinstance(step, float) and math.isnan(step)) and abs(step) > _MAX_STEP:
+        return (f"the step ({_describe_number(step)}) is out of range: steps are int64, "
+                f"at most {_MAX_STEP} (2**63 - 1024)")
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            abs(value) > sys.float_info.max:
+        return (f"the value ({_describe_number(value)}) is out of range: it does not fit a "
+                f"float (max {sys.float_info.max:.3g})")
+    return None
+
+
+def _series(cls: type, mlog: MetricLog, name: str, key: str, **extra: Any) -> Any:
+    """One cleaned series of the run, with input problems raised as ReadError."""
+    steps, values = mlog.history(key)
+    for i, (step, value) in enumerate(zip(steps, values)):
+        problem = _range_problem(step, value)
+        if problem is not None:
+            raise ReadError(f"{mlog.source}: series '{name}' (key '{key}'), record {i}: "
+                            f"{problem}.", source=mlog.source)
+    try:
+        return cls.from_raw(name, steps, values, **extra)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ReadError(f"{mlog.source}: {exc} (key '{key}')", source=mlog.source) from None
 
 
 def first_line_repr(lines: Iterable[str], limit: int = 80) -> str:
