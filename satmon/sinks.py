@@ -19,6 +19,35 @@ Which run receives the records (the MLflow conventions transformers' ``MLflowCal
 
 Only a run the sink created is ended by it; a reused run is left as it was.
 
+Faults and what the sink does about them (every count is in :class:`SinkStats`):
+
+* **Server down or not answering**: records wait in the spool (and in memory); the thread
+  retries without limit, with a delay growing from ``retry_interval_s`` to
+  ``max_retry_interval_s``. Recording never waits for the server.
+* **Spool folder unusable when the sink opens** (read-only, not a folder, no space): one
+  warning, then records are buffered in memory only. MLflow still receives every one of them;
+  what it has not taken when the sink closes is lost, and the close warning and
+  ``stats.lost`` give the number.
+* **Disk full or read-only during the run**: a record that cannot be appended to the spool is
+  kept in memory only (``stats.unspooled``); one warning when this starts and one when the spool
+  is writable again. The sender thread survives any ``OSError`` of its own spool bookkeeping
+  (the ``.ack`` file, removing a drained spool); if the ``.ack`` file cannot be updated, a later
+  :func:`flush_spool` may send records MLflow already has a second time (at least once, never
+  lost). When the sink closes with records unsent, the warning says how many are kept on disk
+  (``stats.kept``, to send later with :func:`flush_spool`) and how many were only in memory and
+  are lost (``stats.lost``) - never "kept" for a record that is not on disk.
+* **A damaged or tampered spool** (a truncated last line, a line that is not a JSON object, a
+  record without a known ``kind`` or with fields of the wrong type, a repeated ``seq``, an
+  artifact that is not a figure this sink rendered - a spool names files to upload and then
+  delete, so a tampered one must reach no other file): every line is checked when a spool is
+  loaded, before any is sent; bad lines are skipped and counted (``stats.skipped``), one warning
+  names the count and the file, and the rest is delivered.
+* **A record MLflow refuses** (an invalid key, a run that does not exist ...) is set aside in
+  ``<spool>.rejected.jsonl`` at once (``stats.rejected``). A record whose sending fails for a
+  reason that is neither a refusal nor an unreachable server (a server error, a local file
+  error) is tried at most :data:`MAX_SEND_ATTEMPTS` times in its batch and as often again on its
+  own, then set aside the same way: no record is retried forever while the server answers.
+
 mlflow is imported only when a sink opens; ``import satmon.sinks`` stays light.
 """
 
@@ -38,7 +67,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from satmon._optional import require
 from satmon.results import json_safe
@@ -51,8 +80,13 @@ MAX_METRICS_PER_REQUEST = 1000
 MAX_TAGS_PER_REQUEST = 100
 MAX_TAG_VALUE_LENGTH = 8000
 
+#: How many times a batch (and then each of its records alone) is tried when sending fails for
+#: a reason other than an unreachable server, before the record is set aside as rejected.
+MAX_SEND_ATTEMPTS = 5
+
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
 _TRUE_WORDS = {"1", "true", "yes", "y", "on"}
+_KINDS = ("metrics", "tags", "artifact", "table")
 
 
 def sanitize_key(key: str) -> str:
@@ -85,14 +119,25 @@ def _env_true(name: str) -> bool:
 class SinkStats:
     """Counters of an :class:`MlflowSink` (read them after :meth:`MlflowSink.close`).
 
+    After a close, ``recorded == sent + rejected + pending`` and ``pending == kept + (records
+    lost from memory)``.
+
     Attributes
     ----------
-    recorded: records written to the spool.
+    recorded: records the sink accepted (each ``log_metrics`` / ``set_tags`` / ``log_table`` /
+        ``log_figure`` call that had something to log), plus records loaded from a spool.
     sent: records MLflow accepted.
-    failures: send attempts that failed for a transient reason (server down, timeout ...).
+    failures: send attempts that failed (server down, timeout, server error ...).
     outages: separate periods during which MLflow did not answer.
-    rejected: records MLflow refused outright (kept in the ``.rejected.jsonl`` file).
-    pending: records still in the spool.
+    rejected: records MLflow refused, or that failed :data:`MAX_SEND_ATTEMPTS` times (kept in
+        the ``.rejected.jsonl`` file).
+    pending: records not sent yet.
+    kept: pending records that are in the spool file (:func:`flush_spool` can send them).
+    unspooled: records that could not be written to the spool (full or read-only disk) and were
+        held in memory only.
+    lost: records that will never reach MLflow: after a close that did not drain, the pending
+        records that were only in memory; and figures that could not be rendered to any disk.
+    skipped: unreadable or invalid lines skipped when a spool file was loaded.
     """
 
     recorded: int = 0
@@ -101,10 +146,17 @@ class SinkStats:
     outages: int = 0
     rejected: int = 0
     pending: int = 0
+    kept: int = 0
+    unspooled: int = 0
+    lost: int = 0
+    skipped: int = 0
 
 
 class MlflowSink:
     """Send metrics, tags, figures and tables to an MLflow run without ever blocking training.
+
+    See the module docstring for which run receives the records and for what happens when the
+    server, the spool disk or the spool file misbehave.
 
     Parameters
     ----------
@@ -155,6 +207,8 @@ class MlflowSink:
     def _reset(self) -> None:
         self._lock = threading.Condition()
         self._pending: deque[dict[str, Any]] = deque()
+        # Sequence numbers of pending records that are not in the spool file (disk trouble).
+        self._memory_only: set[int] = set()
         self._seq = 0
         self._acked = 0
         self._owned = False
@@ -163,10 +217,19 @@ class MlflowSink:
         self._uri: str | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._closed = False
+        self._abandoned = False
         self._opened = False
         self._terminate_status: str | None = None
         self._in_outage = False
         self._singles = 0
+        self._attempt_seq: int | None = None
+        self._attempts = 0
+        self._spool_usable = True
+        self._append_failing = False
+        self._ack_failing = False
+        self._lost_figures = 0
+        self._kept_figures = False
         self.stats = SinkStats()
         self._path: Path | None = None
 
@@ -176,6 +239,11 @@ class MlflowSink:
     def path(self) -> Path | None:
         """The spool file (None before :meth:`open`)."""
         return self._path
+
+    @property
+    def spool_usable(self) -> bool:
+        """False when the spool folder was unusable at :meth:`open` (records are in memory)."""
+        return self._spool_usable
 
     def _side(self, suffix: str) -> Path:
         if self._path is None:
@@ -198,7 +266,8 @@ class MlflowSink:
         """Resolve the target run (see the module docstring) and start the sender thread.
 
         Run creation, when needed, happens on the sender thread, so opening never waits for a
-        server. Returns the sink.
+        server. An unusable spool folder does not stop the sink: it warns once and buffers
+        records in memory. Returns the sink.
         """
         if self._opened:
             return self
@@ -209,8 +278,13 @@ class MlflowSink:
             folder = Path(self.spool_dir) if self.spool_dir is not None else (
                 Path(tempfile.gettempdir()) / "satmon-mlflow-spool")
             self._path = folder / f"mlflow-spool-{uuid.uuid4().hex[:12]}.jsonl"
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        meta = self._read_meta()
+        meta: dict[str, Any] = {}
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            meta = self._read_meta()
+            self._load_spool()
+        except OSError as exc:
+            self._give_up_spool(exc)
         self._uri = self.tracking_uri or meta.get("tracking_uri") or mlflow.get_tracking_uri()
         nested = _env_true("MLFLOW_NESTED_RUN") if self.nested is None else bool(self.nested)
         active = mlflow.active_run()
@@ -224,9 +298,13 @@ class MlflowSink:
         else:
             # Created on the sender thread; a nested run hangs under the active one.
             self._parent_run_id = active.info.run_id if (active is not None and nested) else None
-        self._load_spool()
-        self._write_meta()
+        if self._spool_usable:
+            try:
+                self._write_meta()
+            except OSError as exc:
+                self._give_up_spool(exc)
         self._opened = True
+        self._closed = False
         self._thread = threading.Thread(target=self._worker, name="satmon-mlflow-sink",
                                         daemon=True)
         self._thread.start()
@@ -235,8 +313,10 @@ class MlflowSink:
     def close(self, *, status: str = "FINISHED", timeout_s: float | None = None) -> bool:
         """Send what is left (waiting at most ``timeout_s``), end an owned run, stop the thread.
 
-        Returns True when the spool is empty. Otherwise the unsent records stay in
-        :attr:`path` and a warning says how to send them later (:func:`flush_spool`).
+        Returns True when every record was sent or set aside. Otherwise the sender stops (a
+        request already on its way may still complete) and a warning gives the numbers: the
+        records kept in :attr:`path` (send them later with :func:`flush_spool`) and those that
+        were only in memory and are lost (``stats.kept``, ``stats.lost``).
         """
         if not self._opened:
             return True
@@ -247,16 +327,30 @@ class MlflowSink:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        drained = self.stats.pending == 0 and not (self._thread and self._thread.is_alive())
+        with self._lock:
+            if self._pending:
+                # Give up: what is left stays in the spool for flush_spool, untouched by a
+                # sender that would otherwise race with it.
+                self._abandoned = True
+                self._lock.notify_all()
+            self._closed = True
+            self._update_counts()
+            drained = not self._pending
+            n_pending, n_kept = len(self._pending), self.stats.kept
+            n_lost = n_pending - n_kept
         if drained:
-            # Nothing left to resend: the spool's side files have no further use.
-            self._side(".meta.json").unlink(missing_ok=True)
-            shutil.rmtree(self._side("-artifacts"), ignore_errors=True)
+            self._remove_side_files()
         else:
-            logger.warning(
-                "satmon: MLflow did not take %d records within %.0f s; they are kept in %s. "
-                "Send them later with: python -c \"from satmon.sinks import flush_spool; "
-                "flush_spool('%s')\"", self.stats.pending, timeout, self._path, self._path)
+            parts = []
+            if n_kept:
+                parts.append(f"{n_kept} are kept in {self._path}; send them later with: "
+                             f"python -c \"from satmon.sinks import flush_spool; "
+                             f"flush_spool('{self._path}')\"")
+            if n_lost:
+                parts.append(f"{n_lost} could not be written to the spool (full or read-only "
+                             f"disk) and are lost")
+            logger.warning("satmon: MLflow did not take %d records within %.0f s: %s.",
+                           n_pending, timeout, "; ".join(parts))
         self._opened = False
         return drained
 
@@ -272,7 +366,7 @@ class MlflowSink:
                 self._lock.wait(min(left, 0.2))
             return True
 
-    # -- recording (training thread; never raises for MLflow trouble) ------------------
+    # -- recording (training thread; never raises for MLflow or disk trouble) -------------
 
     def log_metrics(self, metrics: Mapping[str, Any], *, step: int,
                     timestamp_ms: int | None = None) -> None:
@@ -301,16 +395,34 @@ class MlflowSink:
         """Record a matplotlib figure as a PNG artifact at ``artifact_file`` (run-relative).
 
         The figure is rendered now, on the calling thread (matplotlib is not thread-safe), into
-        the spool folder; the sender thread uploads the file.
+        the spool folder - or, when that cannot be written, into the system temporary folder;
+        the sender thread uploads the file. A figure no disk takes is counted in
+        ``stats.lost`` with a warning.
         """
         self._check_open()
         name = _artifact_name(artifact_file, (".png",))
-        folder = self._side("-artifacts") / uuid.uuid4().hex[:12]
-        folder.mkdir(parents=True, exist_ok=True)
-        local = folder / posixpath.basename(name)
-        figure.savefig(local, format="png", dpi=110, bbox_inches="tight")
-        self._record({"kind": "artifact", "local_path": str(local),
-                      "artifact_path": posixpath.dirname(name) or None})
+        bases = self._figure_folders()
+        if not self._spool_usable:
+            bases = bases[1:]
+        error: OSError | None = None
+        for base in bases:
+            folder = base / uuid.uuid4().hex[:12]
+            local = folder / posixpath.basename(name)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                figure.savefig(local, format="png", dpi=110, bbox_inches="tight")
+            except OSError as exc:
+                error = exc
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            self._record({"kind": "artifact", "local_path": str(local),
+                          "artifact_path": posixpath.dirname(name) or None})
+            return
+        with self._lock:
+            self._lost_figures += 1
+            self._update_counts()
+        logger.warning("satmon: could not render the figure %s for MLflow on any disk (%s); "
+                       "%d figure(s) lost so far", name, _short(error), self._lost_figures)
 
     def log_table(self, data: Mapping[str, list], artifact_file: str) -> None:
         """Record table rows (``{column: [values]}``, JSON-safe) appended to ``artifact_file``."""
@@ -335,89 +447,219 @@ class MlflowSink:
             self._seq += 1
             record = {"seq": self._seq, **record}
             line = json.dumps(record, allow_nan=False)
-            try:
-                with open(self._path, "a", encoding="utf-8") as f:
-                    f.write(line + "\n")
-            except OSError:
-                # A full or read-only disk must not stop training; the record is still sent
-                # from memory, it only loses its crash protection.
-                logger.exception("satmon: could not write the MLflow spool %s", self._path)
             self._pending.append(record)
+            if not (self._spool_usable and self._append(line)):
+                self._memory_only.add(record["seq"])
+                self.stats.unspooled += 1
             self.stats.recorded += 1
-            self.stats.pending = len(self._pending)
+            self._update_counts()
             self._lock.notify_all()
 
+    def _figure_folders(self) -> list[Path]:
+        """Where figures are rendered: beside the spool, else in the temporary folder."""
+        return [self._side("-artifacts"), Path(tempfile.gettempdir()) / "satmon-mlflow-figures"]
+
+    def _is_own_figure(self, local_path: str) -> bool:
+        """True when ``local_path`` is ``<figure folder>/<one folder>/<file>`` of this sink.
+
+        A spool names files to upload and folders to delete afterwards: a tampered one must
+        not reach anything else.
+        """
+        grandparent = os.path.realpath(os.path.dirname(os.path.dirname(local_path)))
+        real = os.path.realpath(local_path)
+        bases = {os.path.realpath(b) for b in self._figure_folders()}
+        return grandparent in bases and \
+            os.path.dirname(os.path.dirname(real)) == grandparent
+
+    def _update_counts(self) -> None:
+        """Refresh the derived counters (lock held)."""
+        self.stats.pending = len(self._pending)
+        self.stats.kept = self.stats.pending - len(self._memory_only)
+        self.stats.lost = self._lost_figures + (len(self._memory_only) if self._closed else 0)
+
     # -- spool files --------------------------------------------------------------------
+
+    def _append(self, line: str) -> bool:
+        """Append one record line to the spool; False (and a warning) when the disk refuses."""
+        try:
+            # After a failed write the file may end in a partial line: a newline first keeps
+            # the next record on a line of its own (an empty line is skipped on load).
+            _append_line(self._path, ("\n" if self._append_failing else "") + line)
+        except OSError as exc:
+            if not self._append_failing:
+                self._append_failing = True
+                logger.warning("satmon: cannot write the MLflow spool %s (%s); records are "
+                               "held in memory only until it is writable again, and lost if "
+                               "the process ends before MLflow takes them", self._path,
+                               _short(exc))
+            return False
+        if self._append_failing:
+            self._append_failing = False
+            logger.warning("satmon: the MLflow spool %s is writable again; %d records so far "
+                           "were held in memory only", self._path, self.stats.unspooled)
+        return True
+
+    def _give_up_spool(self, exc: OSError) -> None:
+        self._spool_usable = False
+        logger.warning("satmon: cannot use the MLflow spool %s (%s); records are buffered in "
+                       "memory only: MLflow still receives them, but those it has not taken "
+                       "when the sink closes are lost (counted in stats.lost)", self._path,
+                       _short(exc))
 
     def _read_meta(self) -> dict[str, Any]:
         meta_path = self._side(".meta.json")
         if not meta_path.exists():
             return {}
         try:
-            return json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            meta = None
+        fields_ok = isinstance(meta, dict) and all(
+            meta.get(k) is None or isinstance(meta.get(k), str)
+            for k in ("tracking_uri", "run_id", "parent_run_id"))
+        if not fields_ok:
             logger.warning("satmon: ignoring unreadable spool metadata %s", meta_path)
             return {}
+        return meta
 
     def _write_meta(self) -> None:
         meta = {"tracking_uri": self._uri, "run_id": self._resolved_run_id,
                 "owned": self._owned, "parent_run_id": self._parent_run_id}
         _atomic_write(self._side(".meta.json"), json.dumps(meta))
 
-    def _load_spool(self) -> None:
+    def _read_ack(self) -> int:
         ack_path = self._side(".ack")
+        if not ack_path.exists():
+            return 0
         try:
-            self._acked = int(ack_path.read_text().strip()) if ack_path.exists() else 0
-        except (OSError, ValueError):
-            self._acked = 0
+            text = ack_path.read_text(encoding="utf-8").strip()
+            acked = int(text)
+            if acked < 0:
+                raise ValueError(text)
+            return acked
+        except (OSError, ValueError) as exc:
+            # Resending everything is safe (at least once); skipping unsent records is not.
+            logger.warning("satmon: ignoring unreadable spool acknowledgement %s (%s); every "
+                           "record in the spool is sent", ack_path, _short(exc))
+            return 0
+
+    def _load_spool(self) -> None:
+        """Read an existing spool; every line is checked before any record is queued."""
+        self._acked = self._read_ack()
         if not self._path.exists():
             return
-        with open(self._path, encoding="utf-8") as f:
+        records: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        bad: list[str] = []
+        with open(self._path, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
                     continue
                 try:
                     record = json.loads(line)
-                except ValueError:
-                    # A process killed mid-write leaves at most one truncated last line.
-                    logger.warning("satmon: skipping an unreadable line %d of spool %s",
-                                   n, self._path)
+                except (ValueError, RecursionError):
+                    # A process killed mid-write leaves a truncated last line; anything else
+                    # unreadable is damage.
+                    reason = "not valid JSON"
+                else:
+                    reason = _invalid_reason(record)
+                    if reason is None and record["seq"] in seen:
+                        reason = f"repeats seq {record['seq']}"
+                    elif reason is None and record["kind"] == "artifact" and \
+                            not self._is_own_figure(record["local_path"]):
+                        reason = "an artifact outside the sink's figure folders"
+                if reason is not None:
+                    bad.append(f"line {n}: {reason}")
                     continue
-                self._seq = max(self._seq, int(record.get("seq", 0)))
-                if int(record.get("seq", 0)) > self._acked:
-                    self._pending.append(record)
-        self.stats.pending = len(self._pending)
+                seen.add(record["seq"])
+                records.append(record)
+        # Send in seq order: the acknowledgement is "every seq up to N was taken".
+        records.sort(key=lambda r: r["seq"])
+        for record in records:
+            self._seq = max(self._seq, record["seq"])
+            if record["seq"] > self._acked:
+                self._pending.append(record)
+        self.stats.recorded += len(self._pending)
+        self.stats.skipped += len(bad)
+        self._update_counts()
+        if bad:
+            logger.warning("satmon: skipped %d unreadable or invalid lines of spool %s (%s); "
+                           "the other %d unsent records are sent", len(bad), self._path,
+                           "; ".join(bad[:5]) + ("; ..." if len(bad) > 5 else ""),
+                           len(self._pending))
 
     def _acknowledge(self, n: int) -> None:
-        """Drop the first ``n`` pending records after MLflow took them (lock held)."""
+        """Drop the first ``n`` pending records after MLflow took them (lock held).
+
+        Never raises for the disk: a spool that cannot be updated costs a possible resend by
+        a later flush_spool, never the sender thread.
+        """
         last = None
         for _ in range(n):
             last = self._pending.popleft()
+            self._memory_only.discard(last["seq"])
         if last is not None:
             self._acked = int(last["seq"])
-        if self._pending:
-            _atomic_write(self._side(".ack"), str(self._acked))
-        else:
-            # Everything sent: start the spool afresh so it never grows past one outage.
-            for p in (self._path, self._side(".ack")):
-                try:
-                    p.unlink()
-                except FileNotFoundError:
-                    pass
-        self.stats.pending = len(self._pending)
+        if self._spool_usable:
+            self._save_progress()
+        self._update_counts()
         self._lock.notify_all()
+
+    def _save_progress(self) -> None:
+        ack_path = self._side(".ack")
+        try:
+            if self._pending:
+                _atomic_write(ack_path, str(self._acked))
+            else:
+                # Everything sent: start the spool afresh so it never grows past one outage.
+                try:
+                    self._path.unlink(missing_ok=True)
+                except OSError:
+                    # The spool cannot go (read-only folder): at least mark its records sent.
+                    _atomic_write(ack_path, str(self._acked))
+                else:
+                    ack_path.unlink(missing_ok=True)
+        except OSError as exc:
+            if not self._ack_failing:
+                self._ack_failing = True
+                logger.warning("satmon: cannot update the MLflow spool's acknowledgement %s "
+                               "(%s); sending goes on, but flushing this spool later may send "
+                               "records MLflow already has a second time", ack_path,
+                               _short(exc))
+            return
+        self._ack_failing = False
+
+    def _remove_side_files(self) -> None:
+        """After a drained close: drop the side files, unless a stale spool still needs them."""
+        try:
+            if self._path.exists():
+                return
+            self._side(".meta.json").unlink(missing_ok=True)
+        except OSError:
+            return
+        if not self._kept_figures:  # a rejected figure stays beside its .rejected.jsonl line
+            shutil.rmtree(self._side("-artifacts"), ignore_errors=True)
 
     # -- sender thread ------------------------------------------------------------------
 
     def _worker(self) -> None:
+        try:
+            self._send_loop()
+        except Exception:  # noqa: BLE001 - last resort: say so with the numbers
+            logger.exception("satmon: the MLflow sender thread stopped unexpectedly with %d "
+                             "records unsent (kept in %s)", len(self._pending), self._path)
+
+    def _send_loop(self) -> None:
         delay = self.retry_interval_s
         client = None
         while True:
             with self._lock:
-                while not self._pending and not self._closing:
+                while not self._pending and not self._closing and not self._abandoned:
                     self._lock.wait()
-                if not self._pending and self._closing:
+                if self._abandoned:
+                    return
+                if not self._pending:
                     break
                 batch = self._take_batch()
             try:
@@ -427,7 +669,15 @@ class MlflowSink:
                 self._ensure_run(client)
                 self._send(client, batch)
             except Exception as exc:  # noqa: BLE001 - any failure: classify, keep the record
-                if _is_permanent(exc):
+                kind = _failure_kind(exc)
+                if kind == "error":
+                    seq = batch[0]["seq"]
+                    self._attempts = self._attempts + 1 if self._attempt_seq == seq else 1
+                    self._attempt_seq = seq
+                    if self._attempts >= MAX_SEND_ATTEMPTS:
+                        kind = "permanent"
+                if kind == "permanent":
+                    self._attempt_seq, self._attempts = None, 0
                     if len(batch) > 1:
                         # Find the refused record: resend this batch one record at a time, so
                         # only the record MLflow refuses is set aside.
@@ -437,18 +687,20 @@ class MlflowSink:
                         self._reject(batch[0], exc)
                     continue
                 self.stats.failures += 1
-                if not self._in_outage:
+                if kind == "outage" and not self._in_outage:
                     self._in_outage = True
                     self.stats.outages += 1
                     logger.warning("satmon: MLflow at %s is not answering (%s); records are "
                                    "kept in %s and sent when it answers again", self._uri,
                                    _short(exc), self._path)
+                elif kind == "error":
+                    logger.warning("satmon: sending %d record(s) to MLflow at %s failed (%s); "
+                                   "attempt %d of %d", len(batch), self._uri, _short(exc),
+                                   self._attempts, MAX_SEND_ATTEMPTS)
                 with self._lock:
-                    if self._closing:
+                    if not self._abandoned:
                         # Closing: one more try per wake-up until close() gives up waiting.
-                        self._lock.wait(min(delay, 1.0))
-                    else:
-                        self._lock.wait(delay)
+                        self._lock.wait(min(delay, 1.0) if self._closing else delay)
                 delay = min(max(delay, 0.1) * 2, self.max_retry_interval_s)
                 continue
             if self._in_outage:
@@ -456,10 +708,15 @@ class MlflowSink:
                                self._uri)
                 self._in_outage = False
             delay = self.retry_interval_s
+            self._attempt_seq, self._attempts = None, 0
             self._singles = max(self._singles - 1, 0)
             with self._lock:
-                self._acknowledge(len(batch))
                 self.stats.sent += len(batch)
+                self._acknowledge(len(batch))
+                late = self._abandoned and not self._pending
+            if late:
+                # A request close() gave up on completed after all: nothing is left to flush.
+                self._remove_side_files()
         self._finish(client)
 
     def _take_batch(self) -> list[dict[str, Any]]:
@@ -496,7 +753,13 @@ class MlflowSink:
         run = client.create_run(exp_id, run_name=self.run_name, tags=tags)
         self._resolved_run_id = run.info.run_id
         self._owned = True
-        self._write_meta()
+        if self._spool_usable:
+            try:
+                self._write_meta()
+            except OSError as exc:
+                logger.warning("satmon: cannot record the new MLflow run %s in %s (%s); a "
+                               "later flush_spool of this spool would not know the run",
+                               self._resolved_run_id, self._side(".meta.json"), _short(exc))
 
     def _send(self, client: Any, batch: list[dict[str, Any]]) -> None:
         entities = require("mlflow.entities", feature="logging to MLflow")
@@ -510,8 +773,9 @@ class MlflowSink:
             client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
         elif kind == "artifact":
             local = batch[0]["local_path"]
-            if os.path.exists(local):
+            if os.path.isfile(local):
                 client.log_artifact(run_id, local, batch[0]["artifact_path"])
+                # The figure's own folder (checked when the spool was loaded).
                 shutil.rmtree(os.path.dirname(local), ignore_errors=True)
             else:
                 logger.warning("satmon: spooled artifact %s vanished before upload", local)
@@ -522,16 +786,23 @@ class MlflowSink:
             raise ValueError(f"unknown spool record kind {kind!r}")
 
     def _reject(self, record: dict[str, Any], exc: BaseException) -> None:
-        logger.warning("satmon: MLflow refused a %s record (%s); it is kept in %s",
-                       record.get("kind"), _short(exc), self._side(".rejected.jsonl"))
+        where = self._side(".rejected.jsonl")
+        why = ("MLflow refused" if _is_permanent(exc)
+               else f"after {MAX_SEND_ATTEMPTS} failed attempts, gave up on")
         try:
-            with open(self._side(".rejected.jsonl"), "a", encoding="utf-8") as f:
+            with open(where, "a", encoding="utf-8") as f:
                 f.write(json.dumps({**record, "error": _short(exc)}) + "\n")
-        except OSError:
-            logger.exception("satmon: could not write %s", self._side(".rejected.jsonl"))
+        except OSError as write_exc:
+            logger.warning("satmon: %s one %s record (%s), and it could not be kept in %s (%s)",
+                           why, record["kind"], _short(exc), where, _short(write_exc))
+        else:
+            if record["kind"] == "artifact":
+                self._kept_figures = True
+            logger.warning("satmon: %s one %s record (%s); it is kept in %s", why,
+                           record["kind"], _short(exc), where)
         with self._lock:
-            self._acknowledge(1)
             self.stats.rejected += 1
+            self._acknowledge(1)
 
     def _finish(self, client: Any) -> None:
         if not (self._owned and self._resolved_run_id and client is not None):
@@ -545,16 +816,24 @@ class MlflowSink:
 
 
 def flush_spool(path: str | os.PathLike, *, tracking_uri: str | None = None,
-                timeout_s: float = 120.0) -> SinkStats:
+                timeout_s: float = 120.0, retry_interval_s: float = 1.0,
+                max_retry_interval_s: float = 10.0) -> SinkStats:
     """Send the unsent records of a spool file a previous sink left, to the run it recorded.
 
-    Returns the counters; ``stats.pending == 0`` means everything was sent.
+    Bad lines are skipped and counted (``stats.skipped``, with a warning naming the file).
+    Returns the counters; ``stats.pending == 0`` means everything was sent or set aside.
+    Raises FileNotFoundError when there is no spool at ``path``, OSError when it cannot be
+    read.
     """
     path = Path(path)
     if not path.exists() and not path.with_name(path.name + ".meta.json").exists():
         raise FileNotFoundError(f"No satmon MLflow spool at {path}.")
+    if path.exists():
+        with open(path, "rb"):
+            pass  # an unreadable spool is an error here, not something to degrade around
     sink = MlflowSink(spool_path=path, tracking_uri=tracking_uri, close_timeout_s=timeout_s,
-                      retry_interval_s=1.0, max_retry_interval_s=10.0)
+                      retry_interval_s=retry_interval_s,
+                      max_retry_interval_s=max_retry_interval_s)
     sink.open()
     sink.close(timeout_s=timeout_s)
     return sink.stats
@@ -574,18 +853,121 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _append_line(path: Path, line: str) -> None:
+    """Append ``line`` and a newline; on failure cut off whatever part of it was written."""
+    data = memoryview((line + "\n").encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _str_map(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _invalid_reason(record: Any) -> str | None:
+    """Why a spool line cannot be a record (None when it can): checked before anything is sent."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if not _is_int(record.get("seq")) or record["seq"] < 1:
+        return "no positive integer 'seq'"
+    kind = record.get("kind")
+    if kind not in _KINDS:
+        return f"unknown kind {kind!r}" if "kind" in record else "no 'kind'"
+    if kind == "metrics":
+        values = record.get("values")
+        if not (_is_int(record.get("step")) and _is_int(record.get("ts"))):
+            return "metrics without integer 'step' and 'ts'"
+        if not (isinstance(values, dict) and values and all(
+                isinstance(k, str) and _is_finite_number(v) for k, v in values.items())):
+            return "'values' is not an object of finite numbers"
+    elif kind == "tags" and not _str_map(record.get("tags")):
+        return "'tags' is not an object of strings"
+    elif kind == "artifact" and not (
+            isinstance(record.get("local_path"), str)
+            and (record.get("artifact_path") is None
+                 or isinstance(record.get("artifact_path"), str))):
+        return "artifact without a string 'local_path'"
+    elif kind == "table":
+        data = record.get("data")
+        if not (isinstance(record.get("artifact_file"), str) and isinstance(data, dict) and data
+                and all(isinstance(k, str) and isinstance(v, list) for k, v in data.items())):
+            return "table without 'artifact_file' and an object of columns 'data'"
+    return None
+
+
 _PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST",
                     "INVALID_STATE", "PERMISSION_DENIED", "RESOURCE_ALREADY_EXISTS"}
+_OUTAGE_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+# Status codes a proxy or load balancer answers while the tracking server behind it is down.
+_OUTAGE_STATUS = re.compile(r"too many (429|502|503|504) error responses")
 
 
 def _is_permanent(exc: BaseException) -> bool:
     """True when resending cannot succeed (MLflow refused the content, not the connection)."""
-    if isinstance(exc, (ValueError, TypeError)) and not type(exc).__module__.startswith("mlflow"):
+    if isinstance(exc, (ValueError, TypeError, LookupError, AttributeError)) and \
+            not type(exc).__module__.startswith("mlflow"):
         return True
     code = getattr(exc, "error_code", None)
     return isinstance(code, str) and code in _PERMANENT_CODES
 
 
-def _short(exc: BaseException) -> str:
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """True when the server did not answer (refused, reset, timed out, or a proxy's 50x)."""
+    if getattr(exc, "error_code", None) in _OUTAGE_CODES:
+        return True
+    for cause in _causes(exc):
+        if isinstance(cause, (ConnectionError, TimeoutError)):
+            return True
+        top = type(cause).__module__.split(".")[0]
+        if top in ("requests", "urllib3") and not _OUTAGE_STATUS.search(str(cause)) and \
+                "error responses" in str(cause):
+            return False  # the server answered, with errors (e.g. 500), until retries ran out
+        if top in ("requests", "urllib3", "http"):
+            return True
+    return bool(_OUTAGE_STATUS.search(str(exc)))
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """``permanent`` (set aside now), ``outage`` (retry until it answers) or ``error``
+    (retry at most MAX_SEND_ATTEMPTS times)."""
+    if _is_permanent(exc):
+        return "permanent"
+    if _is_unreachable(exc):
+        return "outage"
+    return "error"
+
+
+def _short(exc: BaseException | None) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 300 else text[:297] + "..."

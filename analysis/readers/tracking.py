@@ -14,10 +14,20 @@ Only the metric keys a :class:`satmon.keys.KeyMap` needs are fetched, each with
 ``MlflowClient.get_metric_history``; values logged at the same step keep the later one
 (by timestamp). Keys with ``@`` rewritten as ``_at_`` (verl's MLflow logger) are matched by the
 verl preset.
+
+Reading from a tracking server is bounded: every HTTP request waits at most
+``MLFLOW_HTTP_REQUEST_TIMEOUT`` seconds for an answer and is retried
+``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` times (MLflow's own settings, read at each request). Where
+the environment sets neither, the reader uses :data:`DEFAULT_REQUEST_TIMEOUT_S` (10 s) and
+:data:`DEFAULT_REQUEST_MAX_RETRIES` (1) instead of MLflow's 120 s and 7 retries, so a server
+that accepts connections and never answers fails one request after about 2 x 10 s (MLflow
+adds at most 1 s of jitter between tries). A server that does not answer, or cannot be reached,
+raises :class:`TrackingServerError` naming the tracking URI, the reference and the timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -34,6 +44,22 @@ log = logging.getLogger("satmon.analysis.readers")
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+#: Seconds one HTTP request to a tracking server may wait for its answer, unless
+#: ``MLFLOW_HTTP_REQUEST_TIMEOUT`` is set.
+DEFAULT_REQUEST_TIMEOUT_S = 10
+#: Retries of a failed HTTP request, unless ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` is set.
+DEFAULT_REQUEST_MAX_RETRIES = 1
+_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+
+
+class TrackingServerError(ConnectionError, ValueError):
+    """A tracking server did not answer in time, or could not be reached.
+
+    A ConnectionError (what it is) and a ValueError (so callers and the CLI that report bad
+    references report this one the same way).
+    """
 
 
 @dataclass(frozen=True)
@@ -138,15 +164,83 @@ def _experiment_runs(client, experiment_ids: list[str]) -> list:
             return runs
 
 
+@contextlib.contextmanager
+def _bounded_requests():
+    """Apply the reader's request limits where the environment sets none.
+
+    MLflow has no per-client timeout; it reads these variables at every request, so they are
+    set for the duration of the read and removed afterwards.
+    """
+    added = [name for name in (_TIMEOUT_ENV, _RETRIES_ENV) if name not in os.environ]
+    defaults = {_TIMEOUT_ENV: str(DEFAULT_REQUEST_TIMEOUT_S),
+                _RETRIES_ENV: str(DEFAULT_REQUEST_MAX_RETRIES)}
+    for name in added:
+        os.environ[name] = defaults[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """``timeout`` or ``unreachable`` when ``exc`` comes from the connection, else None."""
+    seen, kind, current = set(), None, exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, TimeoutError) or "Timeout" in name:
+            return "timeout"
+        top = type(current).__module__.split(".")[0]
+        if isinstance(current, ConnectionError) or (
+                top in ("requests", "urllib3") and "error responses" not in str(current)):
+            kind = "unreachable"
+        current = current.__cause__ or current.__context__
+    return kind
+
+
+def _server_error(ref: MlflowReference, where: str, kind: str) -> TrackingServerError:
+    timeout = os.environ.get(_TIMEOUT_ENV, str(DEFAULT_REQUEST_TIMEOUT_S))
+    retries = os.environ.get(_RETRIES_ENV, str(DEFAULT_REQUEST_MAX_RETRIES))
+    what = f"mlflow://{ref.kind}s/{ref.ident}" if ref.kind != "store" else "the store"
+    if kind == "timeout":
+        problem = (f"did not answer within {timeout} s ({_TIMEOUT_ENV}={timeout}, "
+                   f"{_RETRIES_ENV}={retries})")
+    else:
+        problem = f"could not be reached ({_RETRIES_ENV}={retries})"
+    return TrackingServerError(
+        f"MLflow tracking server at {where} {problem} while reading {what}. Check that the "
+        f"server is up and answering; to wait longer, raise {_TIMEOUT_ENV}.")
+
+
 def read_mlflow(ref: MlflowReference, keymap: KeyMap, *, name: str | None = None) -> list[Run]:
-    """Read the run(s) an MLflow reference names."""
+    """Read the run(s) an MLflow reference names.
+
+    Raises TrackingServerError when the tracking server does not answer within the request
+    timeout (see the module docstring) or cannot be reached.
+    """
+    exceptions = require("mlflow.exceptions", feature="reading MLflow runs")
+    where = _public_uri(ref.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")) or "default"
+    with _bounded_requests():
+        try:
+            return _read_mlflow(ref, keymap, name=name, where=where)
+        except exceptions.MlflowException as exc:
+            kind = _unreachable(exc)
+            if kind is None:
+                raise
+            raise _server_error(ref, where, kind) from exc
+
+
+def _read_mlflow(ref: MlflowReference, keymap: KeyMap, *, name: str | None,
+                 where: str) -> list[Run]:
     exceptions = require("mlflow.exceptions", feature="reading MLflow runs")
     client = _client(ref.tracking_uri)
-    where = _public_uri(ref.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")) or "default"
     if ref.kind == "run":
         try:
             mlrun = client.get_run(ref.ident)
         except exceptions.MlflowException as exc:
+            if _unreachable(exc):
+                raise
             raise ValueError(f"MLflow run {ref.ident!r} not found at tracking URI {where}: "
                              f"{exc.message}") from None
         exp = client.get_experiment(mlrun.info.experiment_id)
