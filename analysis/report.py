@@ -165,6 +165,16 @@ class RunReport(Result):
             out += [f"{g.name}: {n}" for g in self.analysis.gains.values() for n in g.notes]
         if self.replay_note:
             out.append(self.replay_note)
+        a, rp = self.analysis, self.replay
+        if (a is not None and rp is not None and rp.halted
+                and rp.reason in ("saturated", "memorizing")
+                and (not a.saturated or a.t_sat > rp.halt_step)):
+            exact = ("never (no step before the last "
+                     f"{a.end_margin} reaches {a.eps:g} x max)" if not a.saturated
+                     else f"{int(a.t_sat)}, after the halt")
+            out.append(f"the replayed monitor halted at step {rp.halt_step} ({rp.reason}) on "
+                       "its online saturation estimate from the data up to then; the exact "
+                       f"t_sat over the whole run is {exact}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,8 +244,10 @@ class ReportParams:
                 "heldout_policy": self.heldout_policy, "replay": self.replay}
 
 
-RUN_HEADER = ["run", "T", "t_sat", "pre steps", "post steps", "max reward", "held-out",
-              "halt step", "halt reason", "compute saved", "regret"]
+# "exact t_sat" is the paper's post-hoc saturation step over the whole run; the replayed
+# monitor's halt rests on its own online estimate, made with the data up to the halt.
+RUN_HEADER = ["run", "T", "exact t_sat", "pre steps", "post steps", "max reward", "held-out",
+              "replay halt", "halt reason", "compute saved", "regret"]
 HELDOUT_HEADER = ["run", "held-out", "M(0)", "M(t_sat)", "eval steps used", "delta_sat",
                   "delta_post*", "final"]
 CSV_COLUMNS = ["run", "T", "t_sat", "saturated", "pre_steps", "post_steps", "max_reward",

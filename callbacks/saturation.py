@@ -653,7 +653,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
         tags = {f"{self.name}.regime": ev.most_likely_regime,
                 f"{self.name}.decision": (decision.action.value if decision.reason is None
                                           else f"{decision.action.value}:{decision.reason.value}"),
-                f"{self.name}.t_sat": (f"{ev.t_sat_estimate:.0f}"
+                f"{self.name}.t_sat_online_estimate": (f"{ev.t_sat_estimate:.0f}"
                                        if math.isfinite(ev.t_sat_estimate) else "unknown")}
         if decision.action is not Action.CONTINUE:
             tags[f"{self.name}.message"] = decision.message

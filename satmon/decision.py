@@ -59,7 +59,9 @@ class Evidence:
     ----------
     phase: pre- or post-saturation (UNKNOWN during warm-up).
     p_saturated: posterior probability that the training reward has saturated.
-    t_sat_estimate: online estimate of the paper's t_sat (NaN while unknown).
+    t_sat_estimate: the monitor's *online* estimate of the saturation step, from the data so
+        far (NaN while unknown). Not the paper's exact, post-hoc t_sat
+        (:func:`satmon.saturation.saturation_step`), which needs the whole run.
     t_sat_interval: ``(low, high)`` interval for that estimate (NaN while unknown).
     asymptote: fitted asymptote of the training-reward curve (NaN without a fit).
     forecast_final: fitted training reward at the run's last planned step (NaN without a fit).
@@ -107,8 +109,10 @@ class Decision:
     """The monitor's answer to one update.
 
     ``message`` is written for a person and carries the numbers behind the call, e.g.
-    "MEMORIZING at step 140: training reward saturated at step 61 (P=0.99); held-out 'math'
-    slope +0.0001/step over 8 evaluations (95% upper bound +0.0004), regime P(memorizing)=0.97".
+    "MEMORIZING at step 110: the training reward saturated early (online t_sat estimate 31)
+    and held-out accuracy is flat since; 'heldout': P(gain >= 2 pt in the remaining 190
+    steps)=0.003, expected +0.1 pt (95% upper +0.9 pt) over 12 evaluations, noise dispersion
+    1.00; P(saturated)=0.99, online t_sat estimate 31 [24, 40]".
     """
 
     step: int

@@ -116,6 +116,31 @@ def saturation_step(
     return int(s[np.argmax(qualifies)])
 
 
+def _peak_notes(values: np.ndarray, steps: np.ndarray, eps: float,
+                t_sat: float) -> list[str]:
+    """Say when the threshold eps * max rests on little: a reward outside [0, 1] (its maximum
+    is not a ceiling) or a maximum that only one or two steps reach (a spike)."""
+    v = np.asarray(values, dtype=float)
+    finite = np.isfinite(v)
+    if not finite.any():
+        return []
+    peak = float(np.max(v[finite]))
+    reaching = np.flatnonzero(finite & (v >= eps * peak))
+    notes = []
+    if peak > 1.0 or float(np.min(v[finite])) < 0.0:
+        notes.append(f"the training reward is not in [0, 1] (range "
+                     f"{format_number(float(np.min(v[finite])), 3)} to "
+                     f"{format_number(peak, 3)}): its maximum is not a ceiling, so t_sat is "
+                     "relative to the largest value seen")
+    if 0 < reaching.size <= 2 and finite.sum() >= 10 and math.isfinite(t_sat):
+        rest = np.sort(v[finite])[-(reaching.size + 1)]
+        where = ", ".join(str(int(steps[i])) for i in reaching)
+        notes.append(f"t_sat rests on {reaching.size} step(s): only step(s) {where} reach "
+                     f"{eps:g} x max (max {format_number(peak, 3)}; the next highest value "
+                     f"is {format_number(float(rest), 3)})")
+    return notes
+
+
 @dataclass(frozen=True)
 class HeldoutAt:
     """A held-out value read at a step under a policy, with the evaluated steps it used."""
@@ -353,6 +378,7 @@ def analyze_saturation(
         gains[name] = heldout_gain(series, t_sat, last, policy=heldout_policy)
     if tr.cleaning is not None and tr.cleaning.changed:
         notes.append(f"training reward cleaned: {tr.cleaning.describe()}")
+    notes += _peak_notes(tr.values, tr.steps, eps, t_sat)
     return SaturationAnalysis(
         run_name=run.name, t_sat=t_sat, first_step=int(tr.steps[0]), last_step=last,
         max_reward=float(np.max(tr.values)), eps=eps, end_margin=end_margin,

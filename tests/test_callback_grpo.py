@@ -79,7 +79,7 @@ def test_generalizing_run_reaches_its_last_step_and_mlflow_has_satmon_metrics(
     assert len(client.get_metric_history(run.info.run_id, "satmon/p_saturated")) == 61
     assert run.data.tags["satmon.regime"] in ("generalizing", "undetermined")
     assert run.data.tags["satmon.decision"].split(":")[0] in ("continue", "flag")
-    assert "satmon.t_sat" in run.data.tags and run.data.tags["satmon.action"] == "halt_and_save"
+    assert "satmon.t_sat_online_estimate" in run.data.tags and run.data.tags["satmon.action"] == "halt_and_save"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "satmon")}
     assert artifacts == {"satmon/curves_end.png", "satmon/decisions.json"}
     table = json.loads(open(client.download_artifacts(

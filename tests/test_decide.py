@@ -55,7 +55,7 @@ CASES = [
     ("flag band", ready(posteriors={"math": post(0.05)}), CFG, Action.FLAG, Reason.MEMORIZING,
      "halt below P=0.01"),
     ("memorizing halt: early saturation", ready(posteriors={"math": post(0.004, p_gained=0.99)}),
-     CFG, Action.HALT, Reason.MEMORIZING, "saturated early (t_sat estimate 40)"),
+     CFG, Action.HALT, Reason.MEMORIZING, "saturated early (online t_sat estimate 40)"),
     ("memorizing halt: never gained", ready(posteriors={"math": post(0.004)}, t_sat_estimate=300.0),
      CFG, Action.HALT, Reason.MEMORIZING, "has not gained"),
     ("saturated halt", ready(posteriors={"math": post(0.004, p_gained=0.99)},

@@ -17,7 +17,7 @@ Order (the first that applies wins):
    *some* held-out series still gains ``min_heldout_gain`` (``1 - prod(1 - p_i)``), so a halt
    needs every series to agree. The reason says what the evidence is:
    **COLLAPSE** when a series declined significantly over its last evaluations (never one
-   outlier); **MEMORIZING** when the training reward saturated early (its t_sat estimate within
+   outlier); **MEMORIZING** when the training reward saturated early (its online t_sat estimate within
    the first ``memorizing_before`` of the planned steps, the paper's rapid saturation) or
    held-out accuracy never gained while the reward moved; **SATURATED** when held-out accuracy
    gained earlier in a run that saturated late, and is now flat.
@@ -100,9 +100,9 @@ def decide(ev: DecisionInput, config: MonitorConfig) -> tuple[Action, Reason | N
         return _halt(c, Reason.DIVERGED,
                      f"DIVERGED at step {s}: training reward {format_number(ev.last_reward)} "
                      f"outside its range for {ev.diverge_streak} steps")
-    sat = (f"P(saturated)={ev.p_saturated:.2f}, t_sat estimate "
-           f"{format_number(ev.t_sat_estimate)} [{format_number(ev.t_sat_interval[0])}, "
-           f"{format_number(ev.t_sat_interval[1])}]")
+    sat = (f"P(saturated)={ev.p_saturated:.2f}, online t_sat estimate "
+           f"{_step(ev.t_sat_estimate)} [{_step(ev.t_sat_interval[0])}, "
+           f"{_step(ev.t_sat_interval[1])}]")
     if ev.warm:
         return Action.CONTINUE, None, f"warm-up until step {c.warmup_steps}: {sat}"
     if ev.n_heldout == 0:
@@ -133,8 +133,8 @@ def decide(ev: DecisionInput, config: MonitorConfig) -> tuple[Action, Reason | N
     elif (ev.p_saturated >= 0.5 and math.isfinite(ev.t_sat_estimate)
           and ev.t_sat_estimate <= c.memorizing_before * (ev.step + ev.horizon)):
         reason = Reason.MEMORIZING
-        why = (f"the training reward saturated early (t_sat estimate "
-               f"{format_number(ev.t_sat_estimate)}) and held-out accuracy is flat since")
+        why = (f"the training reward saturated early (online t_sat estimate "
+               f"{_step(ev.t_sat_estimate)}) and held-out accuracy is flat since")
     elif any(post.p_gained >= 0.5 for post in ev.posteriors.values()):
         reason = Reason.SATURATED
         why = "held-out accuracy gained earlier in the run and is now flat"
@@ -145,6 +145,13 @@ def decide(ev: DecisionInput, config: MonitorConfig) -> tuple[Action, Reason | N
     if p < c.risk:
         return _halt(c, reason, msg)
     return Action.FLAG, reason, msg + f" (halt below P={c.risk:g})"
+
+
+def _step(value: float) -> str:
+    """A step estimate as a whole step ('never' / 'n/a' when not finite)."""
+    if not math.isfinite(value):
+        return format_number(value)
+    return str(int(round(value)))
 
 
 def _halt(c: MonitorConfig, reason: Reason, message: str) -> tuple[Action, Reason, str]:
