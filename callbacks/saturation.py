@@ -173,6 +173,20 @@ class SaturationCallback(TrainerCallback, ExportableState):
         is a loss, ``lambda loss: math.exp(-loss)`` turns it into the mean likelihood of the
         targets, which rises and saturates like a reward.
 
+    verbose:
+        Also log every internal number behind a decision to MLflow (detector statistics, fit
+        weights, the posterior's parts); by default only the documented set below.
+
+    MLflow (rank 0): per update the metrics ``<name>/train_reward``,
+    ``<name>/heldout/<benchmark>`` (and ``.../n``) and :data:`satmon.decision.METRICS`
+    (P(held-out gain), its expected value and 95% upper bound, P(saturated), the online t_sat
+    estimate and interval, ``post_saturation``, ``flag`` / ``halt`` as 0/1, the regime
+    probabilities); at attach the monitor configuration as parameters ``<name>.<field>``; as
+    readable tags ``<name>.decision`` (``continue``, ``flag (memorizing)``, ``halt
+    (memorizing)``), ``<name>.regime`` (the reason once the monitor flags or halts, else
+    ``undecided (leaning <regime>, P=0.6)``), ``<name>.t_sat_online_estimate`` and, when it
+    acts, ``<name>.message``.
+
     Attributes
     ----------
     decisions:
@@ -188,12 +202,13 @@ class SaturationCallback(TrainerCallback, ExportableState):
                  mlflow: bool | str | MlflowSink | Mapping[str, Any] = "auto",
                  name: str = "satmon", figures: bool = True,
                  train_transform: Callable[[float], float] | None = None,
-                 _restore_of: str | None = None) -> None:
+                 verbose: bool = False, _restore_of: str | None = None) -> None:
         if _restore_of is not None:
             self._adopt(_restore_of)
             return
         self.monitor = monitor
         self.action = action
+        self.verbose = verbose
         self.evaluator = evaluator
         self.heldout = heldout
         self.keys = keys
@@ -237,9 +252,10 @@ class SaturationCallback(TrainerCallback, ExportableState):
                                            or self.heldout_n < 1):
             raise ValueError(f"The 'heldout_n' parameter of SaturationCallback must be None or "
                              f"an int >= 1. Got {self.heldout_n!r} instead.")
-        if not isinstance(self.strict, bool):
-            raise TypeError(f"The 'strict' parameter of SaturationCallback must be a bool. "
-                            f"Got {self.strict!r} instead.")
+        for flag in ("strict", "verbose"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"The '{flag}' parameter of SaturationCallback must be a bool. "
+                                f"Got {getattr(self, flag)!r} instead.")
         if not (isinstance(self.mlflow, (bool, MlflowSink, Mapping)) or self.mlflow == "auto"):
             raise ValueError("The 'mlflow' parameter of SaturationCallback must be 'auto', True, "
                              f"False, an MlflowSink or a dict of its parameters. "
@@ -637,11 +653,16 @@ class SaturationCallback(TrainerCallback, ExportableState):
         self._run.sink = sink
         sink.set_tags({f"{self.name}.action": self.action,
                        f"{self.name}.heldout_source": self._run.source})
+        if self._run.monitor is not None:
+            config = self._run.monitor.config.to_dict()
+            sink.log_params({f"{self.name}.{k}": (json.dumps(json_safe(v), sort_keys=True)
+                                                  if isinstance(v, (dict, list, tuple)) else v)
+                             for k, v in config.items()})
 
     def _log_update(self, pending: _Pending, decision: Decision) -> None:
         run = self._run
         p = f"{self.name}/"
-        metrics = decision.metrics(p)
+        metrics = decision.metrics(p, verbose=self.verbose)
         if pending.has_train and pending.train is not None:
             metrics[p + "train_reward"] = pending.train
         for name, (value, n) in pending.heldout.items():
@@ -650,9 +671,15 @@ class SaturationCallback(TrainerCallback, ExportableState):
                 metrics[f"{p}heldout/{name}/n"] = float(n)
         run.sink.log_metrics(metrics, step=pending.step)
         ev = decision.evidence
-        tags = {f"{self.name}.regime": ev.most_likely_regime,
-                f"{self.name}.decision": (decision.action.value if decision.reason is None
-                                          else f"{decision.action.value}:{decision.reason.value}"),
+        if decision.reason is not None:
+            verdict = f"{decision.action.value} ({decision.reason.value})"
+            regime = decision.reason.value
+        else:
+            verdict = decision.action.value
+            lean = ev.most_likely_regime
+            regime = f"undecided (leaning {lean}, P={ev.regime[lean]:.1f})"
+        tags = {f"{self.name}.regime": regime,
+                f"{self.name}.decision": verdict,
                 f"{self.name}.t_sat_online_estimate": (f"{ev.t_sat_estimate:.0f}"
                                        if math.isfinite(ev.t_sat_estimate) else "unknown")}
         if decision.action is not Action.CONTINUE:

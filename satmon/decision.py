@@ -50,6 +50,11 @@ class Phase(str, Enum):
 
 REGIMES = ("generalizing", "memorizing", "collapsing", "undetermined")
 
+#: The metrics :meth:`Decision.metrics` logs by default (before the prefix).
+METRICS = ("p_heldout_gain", "heldout_expected_gain", "heldout_gain_upper95", "p_saturated",
+           "t_sat_online_estimate", "t_sat_online_low", "t_sat_online_high", "post_saturation",
+           "flag", "halt") + tuple(f"p_{r}" for r in REGIMES)
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -125,22 +130,35 @@ class Decision:
     def should_stop(self) -> bool:
         return self.action is Action.HALT
 
-    def metrics(self, prefix: str = "satmon/") -> dict[str, float]:
-        """Flat numeric view for metric loggers (non-finite values omitted)."""
+    def metrics(self, prefix: str = "satmon/", *, verbose: bool = False) -> dict[str, float]:
+        """Flat numeric view for metric loggers (non-finite values omitted).
+
+        The default set (:data:`METRICS`) is what a person reads on a dashboard: the decision
+        quantity P(held-out gain) with the expected gain and its 95% upper bound (of the
+        series that most favours continuing), P(saturated) and the online t_sat estimate with
+        its interval, the post-saturation phase, the regime probabilities, and ``flag`` /
+        ``halt`` as 0/1. ``verbose=True`` adds every internal number behind them (detector
+        statistics, fit weights, the posterior's parts), under their own names.
+        """
         e = self.evidence
+        d = e.details
         raw: dict[str, float] = {
-            "action": float(self.action.severity),
+            "p_heldout_gain": d.get("p_heldout_gain", math.nan),
+            "heldout_expected_gain": d.get("heldout/expected_gain", math.nan),
+            "heldout_gain_upper95": d.get("heldout/gain_upper", math.nan),
             "p_saturated": e.p_saturated,
-            "t_sat_estimate": e.t_sat_estimate,
-            "t_sat_low": e.t_sat_interval[0],
-            "t_sat_high": e.t_sat_interval[1],
-            "asymptote": e.asymptote,
-            "forecast_final": e.forecast_final,
-            "heldout_slope": e.heldout_slope,
+            "t_sat_online_estimate": e.t_sat_estimate,
+            "t_sat_online_low": e.t_sat_interval[0],
+            "t_sat_online_high": e.t_sat_interval[1],
             "post_saturation": 1.0 if e.phase is Phase.POST else 0.0,
+            "flag": 1.0 if self.action is not Action.CONTINUE else 0.0,
+            "halt": 1.0 if self.action is Action.HALT else 0.0,
         }
         raw.update({f"p_{k}": v for k, v in e.regime.items()})
-        raw.update(e.details)
+        if verbose:
+            raw.update({"asymptote": e.asymptote, "forecast_final": e.forecast_final,
+                        "heldout_slope": e.heldout_slope})
+            raw.update({k: v for k, v in d.items() if k not in raw})
         return {prefix + k: float(v) for k, v in raw.items()
                 if v is not None and math.isfinite(float(v))}
 

@@ -79,6 +79,8 @@ MAX_KEY_LENGTH = 250
 MAX_METRICS_PER_REQUEST = 1000
 MAX_TAGS_PER_REQUEST = 100
 MAX_TAG_VALUE_LENGTH = 8000
+MAX_PARAM_VALUE_LENGTH = 6000  # MLflow 3
+MAX_PARAMS_PER_REQUEST = 100
 
 #: How many times a batch (and then each of its records alone) is tried when sending fails for
 #: a reason other than an unreachable server, before the record is set aside as rejected.
@@ -86,7 +88,7 @@ MAX_SEND_ATTEMPTS = 5
 
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
 _TRUE_WORDS = {"1", "true", "yes", "y", "on"}
-_KINDS = ("metrics", "tags", "artifact", "table")
+_KINDS = ("metrics", "tags", "params", "artifact", "table")
 
 
 def sanitize_key(key: str) -> str:
@@ -390,6 +392,13 @@ class MlflowSink:
         clean = {sanitize_key(k): str(v)[:MAX_TAG_VALUE_LENGTH] for k, v in tags.items()}
         if clean:
             self._record({"kind": "tags", "tags": clean})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record run parameters (keys sanitised, values as strings, truncated to MLflow's
+        limit). MLflow refuses to change a logged parameter, so log each key once per run."""
+        clean = {sanitize_key(k): str(v)[:MAX_PARAM_VALUE_LENGTH] for k, v in params.items()}
+        if clean:
+            self._record({"kind": "params", "params": clean})
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """Record a matplotlib figure as a PNG artifact at ``artifact_file`` (run-relative).
@@ -771,6 +780,11 @@ class MlflowSink:
             tags = [entities.RunTag(k, v)
                     for r in batch if r["kind"] == "tags" for k, v in r["tags"].items()]
             client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
+        elif kind == "params":
+            params = [entities.Param(k, v) for k, v in batch[0]["params"].items()]
+            for lo in range(0, len(params), MAX_PARAMS_PER_REQUEST):
+                client.log_batch(run_id, params=params[lo:lo + MAX_PARAMS_PER_REQUEST],
+                                 synchronous=True)
         elif kind == "artifact":
             local = batch[0]["local_path"]
             if os.path.isfile(local):
@@ -904,6 +918,8 @@ def _invalid_reason(record: Any) -> str | None:
             return "'values' is not an object of finite numbers"
     elif kind == "tags" and not _str_map(record.get("tags")):
         return "'tags' is not an object of strings"
+    elif kind == "params" and not _str_map(record.get("params")):
+        return "'params' is not an object of strings"
     elif kind == "artifact" and not (
             isinstance(record.get("local_path"), str)
             and (record.get("artifact_path") is None

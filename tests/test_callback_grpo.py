@@ -71,14 +71,28 @@ def test_generalizing_run_reaches_its_last_step_and_mlflow_has_satmon_metrics(
     assert len(runs) == 1  # satmon reused MLflowCallback's run, it did not open its own
     run = runs[0]
     assert "reward" in run.data.metrics  # TRL's metrics, through MLflowCallback
-    for key in ("satmon/p_saturated", "satmon/action", "satmon/p_generalizing",
-                "satmon/train_reward", "satmon/heldout/heldout", "satmon/heldout/heldout/n"):
-        assert key in run.data.metrics, key
+    from satmon.decision import METRICS
+
+    # The documented metric set, no internals (verbose=False), and the config as params.
+    satmon_keys = {k for k in run.data.metrics if k.startswith("satmon/")}
+    expected = {f"satmon/{m}" for m in METRICS} | {"satmon/train_reward",
+                                                   "satmon/heldout/heldout",
+                                                   "satmon/heldout/heldout/n"}
+    assert satmon_keys <= expected and len(satmon_keys) >= len(expected) - 4, satmon_keys
+    assert {"satmon/p_heldout_gain", "satmon/halt", "satmon/flag"} <= satmon_keys
+    assert not any("/z_" in k or "bocpd" in k or "weight/" in k for k in satmon_keys)
+    assert run.data.params["satmon.total_steps"] == "60"
+    assert run.data.params["satmon.risk"] and "satmon.min_heldout_gain" in run.data.params
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "satmon/heldout/heldout")]
     assert sorted(steps) == list(range(0, 61, 5))
     assert len(client.get_metric_history(run.info.run_id, "satmon/p_saturated")) == 61
-    assert run.data.tags["satmon.regime"] in ("generalizing", "undetermined")
-    assert run.data.tags["satmon.decision"].split(":")[0] in ("continue", "flag")
+    # Readable tags that never contradict each other: a regime is named once a reason is.
+    decision, regime = run.data.tags["satmon.decision"], run.data.tags["satmon.regime"]
+    assert decision == "continue" or decision.startswith("flag (")
+    if decision == "continue":
+        assert regime.startswith("undecided (leaning ")
+    else:
+        assert regime == decision[len("flag ("):-1]
     assert "satmon.t_sat_online_estimate" in run.data.tags and run.data.tags["satmon.action"] == "halt_and_save"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "satmon")}
     assert artifacts == {"satmon/curves_end.png", "satmon/decisions.json"}
@@ -125,7 +139,8 @@ def test_memorizing_run_halts_memorizing_with_a_checkpoint(tmp_path, sqlite_trac
     client = mlflow.MlflowClient(sqlite_tracking_uri)
     run = client.get_run(_only_run(client, "memorizing"))
     assert run.info.status == "FINISHED"  # satmon opened this run, so satmon ended it
-    assert run.data.tags["satmon.decision"] == "halt:memorizing"
+    assert run.data.tags["satmon.decision"] == "halt (memorizing)"
+    assert run.data.tags["satmon.regime"] == "memorizing"
     assert run.data.tags["satmon.halt_step"] == str(halt)
     assert run.data.tags["satmon.halt_reason"] == "memorizing"
     assert "MEMORIZING" in run.data.tags["satmon.message"]
