@@ -42,13 +42,16 @@ class RunAxes(NamedTuple):
     """The axes of a :func:`plot_run` figure.
 
     ``reward``: training reward, phases, t_sat line, fit and halt marker; ``heldout``: held-out
-    accuracy (twin y axis of ``reward``; None when the run has no held-out series); ``strip``:
-    P(saturated) from the monitor replay (None without a replay).
+    accuracy (twin y axis of ``reward``, or ``reward`` itself with ``scale="shared"``; None
+    when the run has no held-out series); ``strip``: P(saturated) from the monitor replay
+    (None without a replay); ``gain``: P(held-out gain), the quantity the halt is decided on
+    (None without one); both strips share one colour bar.
     """
 
     reward: Any
     heldout: Any
     strip: Any
+    gain: Any = None
 
 
 class CurveBand(NamedTuple):
@@ -64,15 +67,44 @@ class CurveBand(NamedTuple):
 
 def _replay_trace(replay: Any) -> tuple[np.ndarray, np.ndarray, int | None, str | None]:
     """(steps, P(saturated), halt step, reason) from a ReplaySummary or a ReplayResult."""
-    if replay is None:
+    s = _summary(replay)
+    if s is None:
         return np.zeros(0, dtype=np.int64), np.zeros(0), None, None
-    if hasattr(replay, "p_saturated") and hasattr(replay, "steps"):
-        return (np.asarray(replay.steps), np.asarray(replay.p_saturated, dtype=float),
-                replay.halt_step, replay.reason)
+    return np.asarray(s.steps), np.asarray(s.p_saturated, dtype=float), s.halt_step, s.reason
+
+
+def _summary(replay: Any) -> Any:
+    if replay is None or (hasattr(replay, "p_saturated") and hasattr(replay, "steps")):
+        return replay
     from satmon.analysis.report import summarize_replay
 
-    s = summarize_replay(replay)
-    return s.steps, s.p_saturated, s.halt_step, s.reason
+    return summarize_replay(replay)
+
+
+def _gain_trace(replay: Any) -> np.ndarray:
+    s = _summary(replay)
+    gain = getattr(s, "p_heldout_gain", None)
+    if gain is None:
+        return np.zeros(0)
+    return np.asarray(gain, dtype=float)
+
+
+SCALES = ("auto", "shared", "independent")
+
+
+def _unit_range(*arrays: Any) -> bool:
+    """Whether every finite value lies in [0, 1] (accuracies, rewards of a 0/1 verifier)."""
+    vals = [np.asarray(a, dtype=float) for a in arrays if a is not None and len(a)]
+    vals = [v[np.isfinite(v)] for v in vals]
+    vals = [v for v in vals if v.size]
+    return bool(vals) and all(v.min() >= 0.0 and v.max() <= 1.0 for v in vals)
+
+
+UNIT_LIMITS = (-0.03, 1.03)
+
+
+def _heldout_label(name: str) -> str:
+    return "held-out" if name in ("heldout", "heldout_acc") else f"held-out: {name}"
 
 
 def forecast_band(forecast: Any, steps: Any) -> CurveBand | None:
@@ -148,6 +180,7 @@ def plot_run(
     title: str | None = None,
     figsize: tuple[float, float] = (8.0, 4.6),
     legend: bool = True,
+    scale: str = "auto",
 ) -> tuple[Any, RunAxes]:
     """Plot one run's training reward and held-out curves with its saturation phases.
 
@@ -169,11 +202,20 @@ def plot_run(
         Held-out series to draw (default: all).
     title:
         Figure title (default: the run name).
+    scale:
+        How the reward and held-out y axes relate, so a few points of held-out change are not
+        drawn as large as the whole reward climb: ``"auto"`` (default) puts every series whose
+        values lie in [0, 1] on a [0, 1] axis (a reward outside [0, 1] keeps its own range);
+        ``"shared"`` draws held-out accuracy on the reward axis; ``"independent"`` zooms each
+        axis to its data and writes the held-out range into its axis label.
 
     Returns
     -------
     ``(fig, RunAxes)``.
     """
+    if scale not in SCALES:
+        raise ValueError(f"The 'scale' parameter must be one of {list(SCALES)}. "
+                         f"Got {scale!r} instead.")
     plt = _pyplot()
     tr = run.require_train_reward()
     if analysis is None:
@@ -182,8 +224,15 @@ def plot_run(
     for n in names:
         run.require_heldout(n)
     p_steps, p_sat, halt_step, reason = _replay_trace(replay)
+    p_gain = _gain_trace(replay)
     has_strip = p_steps.size > 0
-    if has_strip:
+    has_gain = has_strip and p_gain.size == p_steps.size and bool(np.isfinite(p_gain).any())
+    gain_ax = None
+    if has_gain:
+        fig, (ax, strip, gain_ax) = plt.subplots(
+            3, 1, figsize=figsize, sharex=True,
+            gridspec_kw={"height_ratios": [6, 0.6, 0.6], "hspace": 0.1})
+    elif has_strip:
         fig, (ax, strip) = plt.subplots(
             2, 1, figsize=figsize, sharex=True,
             gridspec_kw={"height_ratios": [6, 0.7], "hspace": 0.08})
@@ -202,8 +251,11 @@ def plot_run(
     if band is not None:
         ax.plot(band.steps, band.mean, color=FIT_COLOR, lw=1.6, label=band.label)
         if band.low is not None and band.high is not None:
-            ax.fill_between(band.steps, band.low, band.high, color=FIT_COLOR, alpha=0.25,
+            # A filled band with drawn edges: visible even where the families nearly agree.
+            ax.fill_between(band.steps, band.low, band.high, color=FIT_COLOR, alpha=0.35,
                             lw=0, label=band.band_label)
+            for edge in (band.low, band.high):
+                ax.plot(band.steps, edge, color=FIT_COLOR, lw=0.7, ls="--", alpha=0.9)
     if halt_step is not None:
         _draw_halt(ax, tr, halt_step, reason)
     ax.set_ylabel("training reward")
@@ -211,29 +263,54 @@ def plot_run(
                                    if len(run.heldout[n])]
     ax.set_xlim(min(starts), int(tr.steps[-1]))
 
+    unit_reward = _unit_range(tr.values)
+    unit_heldout = _unit_range(*(run.heldout[n].values for n in names))
     hax = None
     if names:
-        hax = ax.twinx()
+        hax = ax if scale == "shared" else ax.twinx()
         for i, n in enumerate(names):
             s = run.heldout[n]
             hax.plot(s.steps, s.values, color=f"C{(i + 2) % 10}", marker="o", ms=3, lw=1.2,
-                     label=f"held-out: {n}")
-        hax.set_ylabel("held-out accuracy")
+                     label=_heldout_label(n))
+        if scale == "shared":
+            ax.set_ylabel("training reward / held-out accuracy")
+        elif scale == "independent":
+            lo = min(float(np.nanmin(run.heldout[n].values)) for n in names)
+            hi = max(float(np.nanmax(run.heldout[n].values)) for n in names)
+            hax.set_ylabel(f"held-out accuracy (axis zoomed: {lo:.2f} to {hi:.2f})")
+        else:
+            hax.set_ylabel("held-out accuracy")
+            if unit_heldout:
+                hax.set_ylim(*UNIT_LIMITS)
     else:
         ax.text(0.99, 0.02, "no held-out series", transform=ax.transAxes, ha="right",
                 va="bottom", fontsize=8, color="0.4")
+    if scale == "auto" and unit_reward:
+        ax.set_ylim(*UNIT_LIMITS)
+    elif scale == "shared" and unit_reward and (unit_heldout or not names):
+        ax.set_ylim(*UNIT_LIMITS)
 
+    image = None
     if strip is not None:
         lo, hi = int(p_steps[0]), int(p_steps[-1])
-        strip.imshow(p_sat[None, :], aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
-                     extent=(lo - 0.5, hi + 0.5, 0.0, 1.0), interpolation="nearest")
-        strip.set_yticks([])
-        strip.set_ylabel("P(sat)", rotation=0, ha="right", va="center", fontsize=8)
-        strip.set_xlabel("step")
+        image = _prob_strip(strip, p_sat, lo, hi, "P(sat)")
         if math.isfinite(analysis.t_sat):
             strip.axvline(analysis.t_sat, color="white", ls="--", lw=1.0)
         if halt_step is not None:
             strip.axvline(halt_step, color=HALT_COLOR, lw=1.2)
+        bottom = strip
+        if gain_ax is not None:
+            _prob_strip(gain_ax, p_gain, lo, hi, "P(gain)")  # grey before held-out evidence
+            if halt_step is not None:
+                gain_ax.axvline(halt_step, color=HALT_COLOR, lw=1.2)
+            bottom = gain_ax
+        bottom.set_xlabel("step")
+        # One colour bar for the probability strips, right of them.
+        cax = strip.inset_axes([1.005, 0.0 if gain_ax is None else -1.25, 0.012,
+                                1.0 if gain_ax is None else 2.25])
+        bar = fig.colorbar(image, cax=cax, ticks=[0.0, 0.5, 1.0])
+        bar.ax.tick_params(labelsize=6)
+        bar.set_label("probability", fontsize=6)
     else:
         ax.set_xlabel("step")
 
@@ -246,7 +323,18 @@ def plot_run(
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=7,
                   framealpha=0.9, borderaxespad=0.0)
     ax.set_title(title if title is not None else run.name, fontsize=10)
-    return fig, RunAxes(ax, hax, strip)
+    return fig, RunAxes(ax, hax, strip, gain_ax)
+
+
+def _prob_strip(ax: Any, p: np.ndarray, lo: int, hi: int, label: str) -> Any:
+    values = np.ma.masked_invalid(np.asarray(p, dtype=float)[None, :])
+    cmap = require("matplotlib", feature="plots").colormaps["viridis"].with_extremes(bad="0.85")
+    image = ax.imshow(values, aspect="auto", cmap=cmap,
+                      vmin=0.0, vmax=1.0, extent=(lo - 0.5, hi + 0.5, 0.0, 1.0),
+                      interpolation="nearest")
+    ax.set_yticks([])
+    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    return image
 
 
 def _draw_phases(ax: Any, analysis: SaturationAnalysis) -> None:
@@ -256,7 +344,7 @@ def _draw_phases(ax: Any, analysis: SaturationAnalysis) -> None:
         t = analysis.t_sat
         ax.axvspan(first, t, color=PRE_SATURATION_COLOR, alpha=0.35, lw=0,
                    label=f"pre-saturation ({analysis.pre_saturation_length} steps)")
-        ax.axvline(t, color=TSAT_COLOR, ls="--", lw=1.2, label=f"t_sat = {int(t)}")
+        ax.axvline(t, color=TSAT_COLOR, ls="--", lw=1.2, label=f"exact t_sat = {int(t)}")
     else:
         ax.axvspan(first, analysis.last_step, color=PRE_SATURATION_COLOR, alpha=0.35, lw=0,
                    label="pre-saturation (never saturated)")
@@ -269,9 +357,17 @@ def _draw_halt(ax: Any, tr: Any, halt_step: int, reason: str | None) -> None:
             label=f"monitor halt at {halt_step}" + (f" ({reason})" if reason else ""))
 
 
-def _short(text: str, limit: int = 42) -> str:
-    """A panel title that fits: long run names (file stems) keep their informative tail."""
-    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+def _short(text: str, limit: int = 40) -> str:
+    """A panel title that fits: wrapped onto two lines, shortened in the middle beyond that,
+    so both the start and the informative tail of long run names (file stems) stay."""
+    if len(text) <= limit:
+        return text
+    if len(text) <= 2 * limit:
+        cut = max(text.rfind(sep, 0, limit + 1) for sep in ("_", "-", "/", " ", "."))
+        cut = cut + 1 if cut > limit // 2 else limit
+        return text[:cut] + "\n" + text[cut:]
+    half = limit - 2
+    return text[:half] + "\n..." + text[-(half - 3):]
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
@@ -283,13 +379,16 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 
 
 def _meta(run: Run, key: str | None) -> Any:
+    """Metadata ``key`` of ``run`` (``"name"``: its name); a KeyError listing the keys that
+    exist, with close matches, when it has none."""
     if key is None:
         return None
     if key == "name":
         return run.name
     if key not in run.metadata:
-        raise KeyError(f"Run '{run.name}' has no metadata key '{key}'. Keys: "
-                       f"{sorted(run.metadata) or 'none'} (or 'name').")
+        from satmon.analysis.readers.run_metadata import missing_metadata_error
+
+        raise missing_metadata_error(run, key)
     return run.metadata[key]
 
 
@@ -383,9 +482,35 @@ def plot_grid(
             ax.set_xlabel("step", fontsize=8)
         if (len(members) > 1 or (members and titled)) and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="lower right", framealpha=0.8)
+        if members and all(_unit_range(*_cell_values(r, heldout)) for r in members):
+            ax.set_ylim(*UNIT_LIMITS)
         ax.tick_params(labelsize=7)
-    fig.tight_layout()
+    _style_legend(fig, any(r.heldout for r in runs), bool(replays))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig, axes
+
+
+def _cell_values(run: Run, heldout: str | None) -> list[Any]:
+    out = [] if run.train_reward is None else [run.train_reward.values]
+    name = heldout if heldout is not None else next(iter(run.heldout), None)
+    if name is not None and name in run.heldout:
+        out.append(run.heldout[name].values)
+    return out
+
+
+def _style_legend(fig: Any, heldout: bool, halts: bool) -> None:
+    """What the line styles mean, once for the whole grid (colours tell runs apart)."""
+    mlines = require("matplotlib.lines", feature="plots")
+    proxies = [mlines.Line2D([], [], color="0.3", lw=1.0, label="training reward")]
+    if heldout:
+        proxies.append(mlines.Line2D([], [], color="0.3", lw=1.1, ls="--", marker=".",
+                                     label="held-out accuracy"))
+    proxies.append(mlines.Line2D([], [], color="0.3", lw=1.1, ls=":", label="exact t_sat"))
+    if halts:
+        proxies.append(mlines.Line2D([], [], color=HALT_COLOR, marker="X", ls="none",
+                                     label="satmon halt"))
+    fig.legend(handles=proxies, loc="lower center", ncol=len(proxies), fontsize=7,
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
 
 
 def _draw_cell_run(ax: Any, run: Run, color: str, hue: str | None, heldout: str | None,

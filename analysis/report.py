@@ -62,6 +62,8 @@ class ReplaySummary:
     regret: held-out accuracy given up by halting (best after the halt minus value at the halt).
     steps, p_saturated: the monitor's P(saturated) after each update, for the plot strip.
     flag_step: first step the monitor flagged the run (None if never).
+    p_heldout_gain: P(held-out gain) after each update (the quantity the halt is decided on;
+        NaN before held-out evidence), aligned with ``steps``.
     """
 
     halt_step: int | None
@@ -72,10 +74,28 @@ class ReplaySummary:
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     p_saturated: np.ndarray = field(default_factory=lambda: np.zeros(0))
     flag_step: int | None = None
+    p_heldout_gain: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def halted(self) -> bool:
         return self.halt_step is not None
+
+    @classmethod
+    def from_records(cls, records: Sequence[Any], *, halt_step: int | None = None,
+                     reason: str | None = None, message: str = "", compute_saved: float = 0.0,
+                     regret: float = math.nan) -> "ReplaySummary":
+        """The summary of live updates (:class:`satmon.decision.UpdateRecord` or their
+        dicts): what the callback saw, drawn with the same plot code as a replay."""
+        from satmon.decision import UpdateRecord
+
+        recs = [r if isinstance(r, UpdateRecord) else UpdateRecord.from_dict(r) for r in records]
+        flag = next((r.step for r in recs if r.action != "continue"), None)
+        return cls(halt_step=halt_step, reason=reason, message=message,
+                   compute_saved=compute_saved, regret=regret,
+                   steps=np.asarray([r.step for r in recs], dtype=np.int64),
+                   p_saturated=np.asarray([r.p_saturated for r in recs], dtype=float),
+                   flag_step=flag,
+                   p_heldout_gain=np.asarray([r.p_heldout_gain for r in recs], dtype=float))
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
@@ -95,6 +115,8 @@ def summarize_replay(result: Any) -> ReplaySummary:
     steps = np.fromiter((d.step for d in decisions), dtype=np.int64, count=len(decisions))
     p_sat = np.fromiter((d.evidence.p_saturated for d in decisions), dtype=np.float64,
                         count=len(decisions))
+    p_gain = np.fromiter((d.evidence.details.get("p_heldout_gain", math.nan)
+                          for d in decisions), dtype=np.float64, count=len(decisions))
     flag_step = getattr(result, "first_flag", None)
     if flag_step is None:
         flag_step = next((int(d.step) for d in decisions if d.action.severity >= 1), None)
@@ -110,7 +132,7 @@ def summarize_replay(result: Any) -> ReplaySummary:
         message=message,
         compute_saved=float(getattr(result, "compute_saved", 0.0)),
         regret=_as_float(getattr(result, "regret", math.nan)),
-        steps=steps, p_saturated=p_sat, flag_step=flag_step,
+        steps=steps, p_saturated=p_sat, flag_step=flag_step, p_heldout_gain=p_gain,
     )
 
 
@@ -125,10 +147,26 @@ def _as_float(value: Any) -> float:
 
 
 def replay_run(run: Run, **options: Any) -> ReplaySummary:
-    """Replay the online monitor over a finished run and summarize what it would have done."""
+    """Replay the online monitor over a finished run and summarize what it would have done.
+
+    A run that records the engine configuration its live callback used
+    (``run.metadata["monitor_config"]``: lab runs' ``run.json``, a checkpoint's
+    ``satmon_state.json``) is replayed with it, so the replay makes the live decisions
+    (the planned ``total_steps`` of a halted run, ``eval_every``, ...); ``options`` override
+    single parameters.
+    """
     from satmon.replay import replay
 
-    return summarize_replay(replay(run, **options))
+    return summarize_replay(replay(run, **live_monitor_options(run, options)))
+
+
+def live_monitor_options(run: Run, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` over the live monitor configuration recorded in the run's metadata."""
+    options = dict(options or {})
+    live = run.metadata.get("monitor_config")
+    if not isinstance(live, Mapping) or options.get("monitor_factory") is not None:
+        return options
+    return {**live, **options}
 
 
 class RunReport(Result):

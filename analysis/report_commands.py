@@ -1,8 +1,11 @@
 """``satmon report`` and ``satmon plot``: post-hoc reports and figures from the command line.
 
 Both read each ``SOURCE`` with :func:`satmon.analysis.read_runs` (a log file, checkpoint
-folder, folder of logs, MLflow run, experiment or store; one source may hold several runs)
-and import matplotlib, tqdm and mlflow only inside the handlers.
+folder, satmon lab run folder, folder of logs or of lab runs such as ``satmon-demo/runs/``,
+MLflow run, experiment or store; one source may hold several runs), attach ``--meta`` /
+``--meta-file`` metadata, and import matplotlib, tqdm and mlflow only inside the handlers.
+A run that records its live monitor configuration (a lab run, a checkpoint with satmon's state
+file) is replayed with it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ def _analysis_arguments(p: argparse.ArgumentParser, *, report: bool = False) -> 
     p.add_argument("sources", nargs="+", metavar="PATH_OR_RUN",
                    help="log files, trainer_state.json, checkpoint folders or MLflow runs")
     if report:
-        # In `satmon report`, --format names the report's output formats (as the issue asks),
-        # so the input format moves to --input-format; the other reader options are the same.
-        add_reader_arguments(p, format_flag="--input-format",
+        # In `satmon report`, --format names the report's output formats, so the input format
+        # is only --input-format (as in every command); the other reader options are the same.
+        add_reader_arguments(p, format_alias=False,
                              tracking_uri_help="MLflow tracking URI of MLflow sources and of "
                                                "--log-to-mlflow (default MLFLOW_TRACKING_URI)")
     else:
@@ -57,7 +60,9 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
                    help="processes that analyse and replay runs in parallel (1)")
     p.add_argument("--max-run-plots", type=int, default=12, metavar="N",
                    help="runs that get their own figure in the HTML report (12)")
-    p.add_argument("--grid-rows", metavar="KEY", help="metadata key for the overview grid rows")
+    p.add_argument("--grid-rows", metavar="KEY",
+                   help="metadata key for the overview grid rows (from the sources, e.g. a lab "
+                        "run's setting, or --meta / --meta-file)")
     p.add_argument("--grid-cols", metavar="KEY",
                    help="metadata key for the overview grid columns")
     p.add_argument("--log-to-mlflow", action="store_true",
@@ -69,7 +74,9 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 def _plot_arguments(p: argparse.ArgumentParser) -> None:
     _analysis_arguments(p)
     p.add_argument("--out", required=True, metavar="FILE.png", help="image file to write")
-    p.add_argument("--grid-rows", metavar="KEY", help="metadata key whose values index rows")
+    p.add_argument("--grid-rows", metavar="KEY",
+                   help="metadata key whose values index rows (from the sources, e.g. a lab "
+                        "run's setting, or --meta / --meta-file)")
     p.add_argument("--grid-cols", metavar="KEY", help="metadata key whose values index columns")
     p.add_argument("--hue", metavar="KEY", help="metadata key labelling runs that share a panel")
     p.add_argument("--heldout", metavar="NAME",
@@ -94,10 +101,12 @@ def read_sources(args: argparse.Namespace) -> list[Any]:
     A source that cannot be read raises a ReadError (exit status 2), or with
     ``--skip-unreadable`` is named on stderr and left out; each problem a reader worked around
     in a run it did read gets a note on stderr (``--strict`` refuses such runs instead).
+    ``--meta-file`` rows and ``--meta`` values are attached to the runs read (a note names
+    the table's rows that match no run).
     """
     from satmon.analysis import read_runs
     from satmon.analysis.readers import ReadError
-    from satmon.cli import print_read_notes
+    from satmon.cli import apply_meta_options, print_read_notes
 
     runs = []
     for source in _progress(list(args.sources), args.progress, "reading"):
@@ -121,6 +130,7 @@ def read_sources(args: argparse.Namespace) -> list[Any]:
         runs += found
     if not runs:
         raise ValueError("none of the sources could be read; nothing to report.")
+    apply_meta_options(args.command, args, runs)
     return runs
 
 
@@ -138,6 +148,7 @@ def _formats(text: str) -> list[str]:
 @command("report", "tables and an HTML report over many runs: t_sat, gains, monitor replay, "
                    "G_sat", _report_arguments)
 def _cmd_report(args: argparse.Namespace) -> int:
+    from satmon.analysis.readers.run_metadata import check_metadata_keys
     from satmon.analysis.report import build_report
 
     formats = _formats(args.report_formats)
@@ -147,6 +158,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ValueError("--run-id names the MLflow run to attach the report to; it needs "
                          "--log-to-mlflow.")
     runs = read_sources(args)
+    # A grid key no run has fails now, not after every run has been analysed and replayed.
+    check_metadata_keys(runs, args.grid_rows, args.grid_cols)
     report = build_report(runs, groups=args.groups, eps=args.eps, end_margin=args.end_margin,
                           heldout_policy=args.heldout_policy, replay=args.replay,
                           progress=args.progress, workers=args.workers)
@@ -175,6 +188,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
          _plot_arguments)
 def _cmd_plot(args: argparse.Namespace) -> int:
     from satmon.analysis.plots import plot_grid, plot_run, save_figure
+    from satmon.analysis.readers.run_metadata import check_metadata_keys
     from satmon.analysis.report import replay_run
     from satmon.saturation import analyze_saturation
 
@@ -182,6 +196,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ValueError(f"--out must end in .png, .svg or .pdf. Got '{out.name}'.")
     runs = read_sources(args)
+    grid = len(runs) > 1 or bool(args.grid_rows or args.grid_cols)
+    check_metadata_keys(runs, args.grid_rows, args.grid_cols, args.hue if grid else None)
     replays = {}
     if args.replay:
         for run in _progress(runs, args.progress, "replaying"):

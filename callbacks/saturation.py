@@ -59,7 +59,7 @@ from typing import Any, Callable, Mapping
 from satmon._optional import is_available, require
 from satmon.callbacks.distributed import vote_stop
 from satmon.callbacks.heldout import HeldoutEvaluator, HeldoutResult
-from satmon.decision import Action, Decision
+from satmon.decision import Action, Decision, UpdateRecord
 from satmon.keys import KeyMap, format_key_list
 from satmon.monitor import SaturationMonitor, StateError
 from satmon.results import json_safe
@@ -559,19 +559,10 @@ class SaturationCallback(TrainerCallback, ExportableState):
             self._failure(f"updating the monitor at step {pending.step}")
             return
         self.updates += 1
-        row = {"step": pending.step, "train_reward": train,
-               "heldout": {k: v for k, (v, _) in heldout.items()},
-               "heldout_n": {k: n for k, (_, n) in heldout.items()},
-               "aux": dict(pending.aux),
-               "action": decision.action.value,
-               "reason": None if decision.reason is None else decision.reason.value,
-               "phase": decision.evidence.phase.value,
-               "p_saturated": decision.evidence.p_saturated,
-               "t_sat_estimate": decision.evidence.t_sat_estimate,
-               "regime": decision.evidence.most_likely_regime,
-               "message": decision.message}
+        row = UpdateRecord.from_decision(decision, train_reward=train, heldout=heldout,
+                                         aux=dict(pending.aux)).to_dict()
         # Rows are stored JSON-safe once, so reading the history every step stays cheap.
-        run.rows.append(json_safe(row))
+        run.rows.append(row)
         run.decisions.append(decision)
         if run.is_main and heldout and not run.replaying:
             self._guard("logging the evaluation line", self._log_evaluation, pending, decision)
@@ -706,18 +697,24 @@ class SaturationCallback(TrainerCallback, ExportableState):
         if rows:
             table = {col: [json.dumps(json_safe(r.get(col))) if isinstance(r.get(col), dict)
                            else json_safe(r.get(col)) for r in rows]
-                     for col in ("step", "action", "reason", "phase", "p_saturated",
-                                 "t_sat_estimate", "regime", "train_reward", "heldout",
-                                 "message")}
+                     for col in ("step", "action", "reason", "phase", "p_heldout_gain",
+                                 "p_saturated", "t_sat_estimate", "regime", "train_reward",
+                                 "heldout", "message")}
             run.sink.log_table(table, f"{self.name}/decisions.json")
             run.table_rows_logged += len(rows)
         if self.figures:
-            from satmon.callbacks.figure import monitor_figure
+            from satmon.callbacks.figure import close_figure, monitor_figure
 
             last = run.rows[-1]
             title = f"{self.name} at step {last['step']}: {last['message'][:120]}"
-            fig = monitor_figure(self.history, title=title)
-            run.sink.log_figure(fig, f"{self.name}/curves_{when}.png")
+            d = run.halt_decision
+            fig = monitor_figure(self.history, title=title, halt_step=run.stopped_step,
+                                 reason=None if d is None or d.reason is None
+                                 else d.reason.value)
+            try:
+                run.sink.log_figure(fig, f"{self.name}/curves_{when}.png")
+            finally:
+                close_figure(fig)
 
     # -- checkpoints ----------------------------------------------------------------------
 

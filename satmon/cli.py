@@ -11,6 +11,20 @@ choice the reader had to make (the run's ``read_warnings``: a damaged TensorBoar
 to its last good record, TRL steps that could not be told, ...) is used with a ``satmon
 <command>: note: <file>: ...`` line on stderr per problem; with ``--strict`` it is refused
 instead, as an unreadable input.
+
+Options shared by the commands that read runs: ``--input-format`` names the input format
+everywhere (``--format`` is a deprecated alias of it in ``analyze``, ``export`` and ``plot``,
+with a one-line note on stderr; in ``report`` ``--format`` names the report's output formats);
+``--meta KEY=VALUE`` and ``--meta-file FILE`` attach metadata to the runs read (``report``,
+``plot``, ``analyze``; see :mod:`satmon.analysis.readers.run_metadata`).
+
+A metric key, held-out name or metadata key that does not exist ends the command with status 2
+and a one-line error that lists what exists and suggests the closest names (``Did you mean
+'reward'?``).
+
+Output into a pipe that closes early (``satmon analyze run.log | head -3``) ends the command
+quietly with status 141 (128 + SIGPIPE, what a shell reports for a tool such as ``cat`` killed
+by SIGPIPE), with no traceback and nothing on stderr.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -43,12 +58,26 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
     return wrap
 
 
-def add_reader_arguments(p: argparse.ArgumentParser, *, format_flag: str = "--format",
-                         tracking_uri_help: str | None = None) -> None:
+#: Exit status after the reader of our output went away (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
+
+
+class _DeprecatedFormat(argparse.Action):
+    """``--format`` as the input format: still accepted, with a one-line note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: note: {option_string} for the input format is deprecated; use "
+              f"--input-format {values}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_reader_arguments(p: argparse.ArgumentParser, *, format_alias: bool = True,
+                         meta: bool = True, tracking_uri_help: str | None = None) -> None:
     """Options shared by every command that reads a run.
 
-    ``format_flag`` renames the input-format option where ``--format`` means something else
-    (``satmon report --format`` names the report's output formats).
+    The input format is ``--input-format``; ``format_alias`` also accepts the deprecated
+    ``--format`` for it (not in ``satmon report``, whose ``--format`` names the output
+    formats). ``meta`` adds ``--meta KEY=VALUE`` and ``--meta-file FILE``.
     """
     p.add_argument("--train-key", metavar="KEY",
                    help="metric key of the training reward (default: detected by preset)")
@@ -57,14 +86,44 @@ def add_reader_arguments(p: argparse.ArgumentParser, *, format_flag: str = "--fo
                         "(default: detected by preset)")
     p.add_argument("--preset", choices=["auto", "trl", "verl", "tidy"], default="auto",
                    help="key-mapping preset (default: auto)")
-    p.add_argument(format_flag, dest="fmt", default="auto",
-                   help="input format (default: detected from the file)")
+    p.add_argument("--input-format", dest="fmt", default="auto", metavar="FORMAT",
+                   help="input format: auto, csv, tidy-csv, wide-csv, jsonl, trainer-state, "
+                        "lab-run, verl-console, trl-console, tensorboard, mlflow (default: "
+                        "detected from the content)")
+    if format_alias:
+        p.add_argument("--format", dest="fmt", action=_DeprecatedFormat, metavar="FORMAT",
+                       default="auto", help="deprecated alias of --input-format")
+    if meta:
+        p.add_argument("--meta", action="append", default=None, metavar="KEY=VALUE",
+                       help="metadata for every run read (repeatable), e.g. --meta model=qwen; "
+                            "numbers are read as numbers; overrides --meta-file and the "
+                            "source's own metadata")
+        p.add_argument("--meta-file", metavar="FILE",
+                       help="CSV or JSON table of metadata: one row per run, a 'run' column "
+                            "naming the run, other columns its metadata")
     p.add_argument("--tracking-uri", metavar="URI", default=None,
                    help=tracking_uri_help
                    or "MLflow tracking URI for MLflow runs (default: MLFLOW_TRACKING_URI)")
     p.add_argument("--strict", action="store_true",
                    help="refuse inputs that could be read only in part or needed a guess (a "
                         "damaged event file, untold steps); default: use them with a note")
+
+
+def apply_meta_options(command: str, args: argparse.Namespace, runs: list) -> None:
+    """Attach ``--meta-file`` rows and ``--meta`` values to ``runs`` (a note per unmatched row)."""
+    assignments, table_file = getattr(args, "meta", None), getattr(args, "meta_file", None)
+    if not assignments and not table_file:
+        return
+    from satmon.analysis.readers.run_metadata import (attach_metadata, parse_assignments,
+                                                      read_metadata_table)
+
+    table = read_metadata_table(table_file) if table_file else None
+    unmatched = attach_metadata(runs, parse_assignments(assignments), table)
+    if unmatched:
+        names = sorted({r.name for r in runs})
+        print(f"satmon {command}: note: {table_file}: no run named "
+              f"{', '.join(map(repr, unmatched))} (runs read: {', '.join(map(repr, names))})",
+              file=sys.stderr)
 
 
 def print_read_notes(command: str, run) -> None:
@@ -85,7 +144,8 @@ def add_saturation_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="a log file, trainer_state.json, checkpoint folder or run")
+    p.add_argument("path", help="a log file, trainer_state.json, checkpoint folder, lab run "
+                                "folder or MLflow run")
     add_reader_arguments(p)
     add_saturation_arguments(p)
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
@@ -95,23 +155,32 @@ def read_run_from_args(args: argparse.Namespace):
     """Read the run named by ``args.path`` with the shared reader options."""
     from satmon.analysis import read_run
 
+    command_name = getattr(args, "command", None) or ""
     run = read_run(args.path, train_key=args.train_key, heldout_keys=args.heldout_key,
                    preset=args.preset, format=args.fmt,
                    tracking_uri=getattr(args, "tracking_uri", None),
-                   strict=getattr(args, "strict", False))
-    print_read_notes(getattr(args, "command", None) or "", run)
+                   strict=getattr(args, "strict", False),
+                   all_metrics=getattr(args, "all_metrics", False))
+    print_read_notes(command_name, run)
+    apply_meta_options(command_name, args, [run])
     return run
 
 
 @command("analyze", "exact post-hoc saturation analysis of one run", _analyze_arguments)
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    from satmon.results import json_safe
     from satmon.saturation import analyze_saturation
 
     run = read_run_from_args(args)
     result = analyze_saturation(run, eps=args.eps, end_margin=args.end_margin,
                                 heldout_policy=args.heldout_policy)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        out = result.to_dict()
+        # The run's scalar metadata (its source's facts and --meta / --meta-file values).
+        out["metadata"] = {str(k): v for k, v in run.metadata.items()
+                           if isinstance(v, (str, int, float, bool)) or v is None}
+        out["heldout_sample_sizes"] = {k: h.sample_size for k, h in run.heldout.items()}
+        print(json.dumps(json_safe(out), indent=2, allow_nan=False))
     else:
         print(result.summary())
         if not run.heldout:
@@ -157,7 +226,18 @@ class _ReadWarningsAsNotes(logging.Filter):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``satmon`` console script; returns the exit status."""
+    """Entry point of the ``satmon`` console script; returns the exit status.
+
+    0 on success, 2 for an input or option error (one ``satmon <command>: error: ...`` line on
+    stderr), 141 when standard output is a pipe whose reader went away (nothing printed).
+    """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -169,13 +249,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_notes = _ReadWarningsAsNotes()
     readers_log.addFilter(as_notes)
     try:
-        return int(args.handler(args) or 0)
+        status = int(args.handler(args) or 0)
+        # Buffered output reaches a closed pipe here, not at exit, where it could only be
+        # reported as an ignored exception.
+        sys.stdout.flush()
+        return status
     except (ValueError, KeyError, TypeError, FileNotFoundError, ImportError) as exc:
+        # KeyErrors (satmon.keys.UnknownKeyError and its kin) carry a readable message that
+        # lists what exists and suggests close matches; a bare KeyError's str() is a repr.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"satmon {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         readers_log.removeFilter(as_notes)
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout is gone: no traceback, no flush error at exit; status 141."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -170,3 +170,68 @@ class Decision:
             "message": self.message,
             "evidence": self.evidence.to_dict(),
         })
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """One monitor update as the callback's history, the lab's trace, the replay and the plots
+    share it: the inputs, the decision, and the two probabilities a plot shows.
+
+    ``p_heldout_gain`` is the quantity the halt is decided on (NaN before there is held-out
+    evidence); ``t_sat_estimate`` is the monitor's *online* estimate of the saturation step.
+    """
+
+    step: int
+    train_reward: float | None = None
+    heldout: dict[str, float] = field(default_factory=dict)
+    heldout_n: dict[str, int | None] = field(default_factory=dict)
+    aux: dict[str, float] = field(default_factory=dict)
+    action: str = Action.CONTINUE.value
+    reason: str | None = None
+    phase: str = Phase.UNKNOWN.value
+    p_saturated: float = math.nan
+    p_heldout_gain: float = math.nan
+    t_sat_estimate: float = math.nan
+    regime: str = "undetermined"
+    message: str = ""
+
+    @classmethod
+    def from_decision(cls, decision: Decision, *, train_reward: float | None = None,
+                      heldout: dict[str, tuple[float, int | None]] | None = None,
+                      aux: dict[str, float] | None = None) -> "UpdateRecord":
+        """The record of ``decision`` with the inputs that produced it
+        (``heldout``: ``{name: (value, n)}``)."""
+        e = decision.evidence
+        held = dict(heldout or {})
+        return cls(step=int(decision.step), train_reward=train_reward,
+                   heldout={k: v for k, (v, _) in held.items()},
+                   heldout_n={k: n for k, (_, n) in held.items()}, aux=dict(aux or {}),
+                   action=decision.action.value,
+                   reason=None if decision.reason is None else decision.reason.value,
+                   phase=e.phase.value, p_saturated=e.p_saturated,
+                   p_heldout_gain=e.details.get("p_heldout_gain", math.nan),
+                   t_sat_estimate=e.t_sat_estimate, regime=e.most_likely_regime,
+                   message=decision.message)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> "UpdateRecord":
+        """Back from :meth:`to_dict` (missing fields keep their defaults; None numbers NaN)."""
+        def num(key: str) -> float:
+            v = row.get(key)
+            return math.nan if v is None else float(v)
+
+        return cls(step=int(row["step"]), train_reward=row.get("train_reward"),
+                   heldout=dict(row.get("heldout") or {}),
+                   heldout_n=dict(row.get("heldout_n") or {}), aux=dict(row.get("aux") or {}),
+                   action=row.get("action") or Action.CONTINUE.value, reason=row.get("reason"),
+                   phase=row.get("phase") or Phase.UNKNOWN.value, p_saturated=num("p_saturated"),
+                   p_heldout_gain=num("p_heldout_gain"), t_sat_estimate=num("t_sat_estimate"),
+                   regime=row.get("regime") or "undetermined", message=row.get("message") or "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({
+            "step": self.step, "train_reward": self.train_reward, "heldout": dict(self.heldout),
+            "heldout_n": dict(self.heldout_n), "aux": dict(self.aux), "action": self.action,
+            "reason": self.reason, "phase": self.phase, "p_saturated": self.p_saturated,
+            "p_heldout_gain": self.p_heldout_gain, "t_sat_estimate": self.t_sat_estimate,
+            "regime": self.regime, "message": self.message})

@@ -38,7 +38,13 @@ finds no training-reward key, and ``satmon/heldout/<name>`` (sample size in
 read with the ``tidy`` preset.
 
 Explicit ``train_key``, ``heldout_keys`` and ``aux_keys`` override the preset; a configured key
-that the log does not have raises a ``KeyError`` that lists the keys it does have.
+that the log does not have raises an :class:`UnknownKeyError` (a ``KeyError``) that lists the keys
+it does have and suggests the closest ones (``did you mean 'reward'?``).
+
+Held-out sample sizes: the series ``<key>/n`` (for any held-out key, e.g. ``heldout_acc/n``
+beside ``heldout_acc``, as ``satmon export`` writes it), else ``satmon/heldout/<name>/n`` (what
+satmon's callback logs), is the sample size of held-out series ``<name>`` logged under ``<key>``
+(:attr:`ResolvedKeys.heldout_sizes`). Such a size key is never itself read as a held-out series.
 
 This module is pure Python so a trainer callback can resolve keys per log dict
 (:meth:`KeyMap.pick`) without importing anything heavy.
@@ -55,6 +61,7 @@ Example
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -99,6 +106,29 @@ def satmon_heldout_size_key(key: str) -> str | None:
     m = _SATMON_HELDOUT.match(key)
     return None if m is None or key.endswith("/n") else key + "/n"
 
+
+def heldout_size_key(name: str, key: str, present: Iterable[str]) -> str | None:
+    """The key of the sample-size series of held-out series ``name`` (logged as ``key``).
+
+    ``<key>/n`` when present, else satmon's ``satmon/heldout/<name>/n`` (the callback logs the
+    size there also when the values come from the trainer's own eval keys); None otherwise.
+
+    >>> heldout_size_key("gsm8k", "heldout_acc/gsm8k", ["heldout_acc/gsm8k/n"])
+    'heldout_acc/gsm8k/n'
+    >>> heldout_size_key("acc", "eval_rewards/acc/mean", ["satmon/heldout/acc/n"])
+    'satmon/heldout/acc/n'
+    """
+    present = present if isinstance(present, (set, frozenset, dict)) else set(present)
+    for candidate in (f"{key}/n", f"satmon/heldout/{name}/n"):
+        if candidate in present and candidate != key:
+            return candidate
+    return None
+
+
+def _is_size_key(key: str, present: set[str]) -> bool:
+    """Whether ``key`` is the ``<held-out key>/n`` sample size of another key present."""
+    return key.endswith("/n") and key[:-2] in present
+
 _MAX_KEYS_LISTED = 40
 
 
@@ -113,22 +143,103 @@ def format_key_list(keys: Iterable[str], limit: int = _MAX_KEYS_LISTED) -> str:
     return shown
 
 
-def _missing_key_error(what: str, key: str, available: Iterable[str]) -> KeyError:
-    keys = list(available)
-    return KeyError(
-        f"The {what} key {key!r} is not in the log. Keys found ({len(set(keys))}): "
-        f"{format_key_list(keys)}."
-    )
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``candidates`` closest to ``word`` (difflib), best first.
+
+    Also matches case-insensitively and on the last ``/`` component, so ``"rewrad"`` finds
+    ``"reward"`` and ``"acc"`` finds ``"eval_rewards/acc/mean"``'s neighbours.
+
+    >>> close_matches("rewrad", ["reward", "loss", "rewards/acc/mean"])
+    ['reward']
+    """
+    pool = sorted({str(c) for c in candidates})
+    found = difflib.get_close_matches(word, pool, n=n, cutoff=0.6)
+    if len(found) < n:
+        lowered = {c.lower(): c for c in pool}
+        for m in difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.6):
+            if lowered[m] not in found:
+                found.append(lowered[m])
+    if len(found) < n:
+        tails: dict[str, list[str]] = {}
+        for c in pool:
+            tails.setdefault(c.rsplit("/", 1)[-1].lower(), []).append(c)
+        for m in difflib.get_close_matches(word.rsplit("/", 1)[-1].lower(), list(tails), n=n,
+                                           cutoff=0.75):
+            found += [c for c in tails[m] if c not in found]
+    return found[:n]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" Did you mean 'reward'?"`` (with a leading space), or ``""`` without a close match."""
+    found = close_matches(word, candidates)
+    if not found:
+        return ""
+    return " Did you mean " + " or ".join(repr(f) for f in found) + "?"
+
+
+class UnknownKeyError(KeyError):
+    """A metric key (or series / metadata name) that is not there.
+
+    A ``KeyError``, as this failure always was, whose ``str()`` is the plain message (a bare
+    KeyError prints its message as a quoted repr). The message lists what exists and suggests
+    the closest names (``Did you mean 'reward'?``).
+
+    Attributes
+    ----------
+    key: the name asked for (None when none was named, e.g. no training-reward key found).
+    available: the names that exist, sorted.
+    suggestions: the close matches offered in the message (possibly empty).
+
+    >>> err = UnknownKeyError.for_key("The training-reward key", "rewrad", ["reward", "loss"])
+    >>> str(err)
+    "The training-reward key 'rewrad' is not in the log. Did you mean 'reward'? Keys found (2): 'loss', 'reward'."
+    """
+
+    def __init__(self, message: str, *, key: str | None = None,
+                 available: Iterable[str] = (), suggestions: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.key = key
+        self.available = sorted({str(a) for a in available})
+        self.suggestions = list(suggestions)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):
+        return (_rebuild_unknown_key_error, (type(self), self.args[0] if self.args else "",
+                                             self.key, self.available, self.suggestions))
+
+    @classmethod
+    def for_key(cls, what: str, key: str, available: Iterable[str], *,
+                where: str = "in the log", noun: str = "Keys found") -> "UnknownKeyError":
+        """``"<what> '<key>' is not <where>. Did you mean ...? <noun> (N): ..."``."""
+        keys = sorted({str(k) for k in available})
+        suggestions = close_matches(key, keys)
+        hint = did_you_mean(key, keys)
+        return cls(f"{what} {key!r} is not {where}.{hint} {noun} ({len(keys)}): "
+                   f"{format_key_list(keys)}.", key=key, available=keys,
+                   suggestions=suggestions)
+
+
+def _rebuild_unknown_key_error(cls, message, key, available, suggestions):
+    return cls(message, key=key, available=available, suggestions=suggestions)
+
+
+def _missing_key_error(what: str, key: str, available: Iterable[str]) -> UnknownKeyError:
+    return UnknownKeyError.for_key(f"The {what} key", key, available)
 
 
 def detect_preset(keys: Iterable[str]) -> str | None:
     """The preset whose key names the log uses, or None when none matches.
 
-    verl keys are checked first because they are the most specific (``critic/``, ``actor/``,
-    ``val-core/``); satmon's own tidy names next; TRL's last, since its ``reward`` and
-    ``entropy`` are generic words.
+    A ``train_reward`` key means satmon's own tidy names (no trainer logs that key; a tidy
+    export with ``--all-metrics`` also holds the original keys of a verl or TRL log). Then verl
+    keys, the most specific (``critic/``, ``actor/``, ``val-core/``); satmon's other tidy names
+    next; TRL's last, since its ``reward`` and ``entropy`` are generic words.
     """
     keys = set(keys)
+    if TIDY_TRAIN in keys:
+        return "tidy"
     if any(k.startswith(("critic/score/", "critic/rewards/", "val-core/", "val/test_score/"))
            for k in keys):
         return "verl"
@@ -186,16 +297,27 @@ class ResolvedKeys:
     train_key: key of the training reward, or None.
     heldout: ``(name, key)`` pairs of held-out series, in a stable order.
     aux: ``(canonical name, key)`` pairs of auxiliary series, in the order of ``AUX_NAMES``.
+    heldout_sizes: ``(name, key)`` pairs: the series holding the sample size of held-out
+        series ``name`` (see "Held-out sample sizes" in the module docstring).
     """
 
     preset: str | None
     train_key: str | None
     heldout: tuple[tuple[str, str], ...] = ()
     aux: tuple[tuple[str, str], ...] = ()
+    heldout_sizes: tuple[tuple[str, str], ...] = ()
+
+    def used_keys(self) -> set[str]:
+        """Every log key these series are read from (sizes included)."""
+        used = {k for _, k in (*self.heldout, *self.aux, *self.heldout_sizes)}
+        if self.train_key is not None:
+            used.add(self.train_key)
+        return used
 
     def to_dict(self) -> dict[str, Any]:
         return {"preset": self.preset, "train_key": self.train_key,
-                "heldout_keys": dict(self.heldout), "aux_keys": dict(self.aux)}
+                "heldout_keys": dict(self.heldout), "aux_keys": dict(self.aux),
+                "heldout_size_keys": dict(self.heldout_sizes)}
 
 
 @dataclass(frozen=True)
@@ -233,18 +355,25 @@ class KeyMap:
     aux_keys:
         ``{canonical name: key}`` overriding the preset for those auxiliaries; names must be in
         ``AUX_NAMES``. Stored as a tuple of pairs.
+    all_keys:
+        Also read every other numeric key of a log as an auxiliary series under its own key
+        (the readers do this; ``satmon export --all-metrics`` uses it). Default False.
     """
 
     preset: str = "auto"
     train_key: str | None = None
     heldout_keys: Any = None
     aux_keys: Any = None
+    all_keys: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"The 'preset' parameter of KeyMap must be one of {list(PRESETS)}. "
                              f"Got {self.preset!r} instead.")
         _check_str("train_key", self.train_key)
+        if not isinstance(self.all_keys, bool):
+            raise TypeError(f"The 'all_keys' parameter of KeyMap must be a bool. "
+                            f"Got {self.all_keys!r} instead.")
         object.__setattr__(self, "heldout_keys", self._normalize_heldout(self.heldout_keys))
         object.__setattr__(self, "aux_keys", self._normalize_aux(self.aux_keys))
 
@@ -331,12 +460,18 @@ class KeyMap:
         if self.train_key is None:
             train_key = _preset_train_key(preset, present)
         if train_key is None and require_train:
-            raise KeyError(
+            # No name to compare with: suggest the keys that look like a reward.
+            likely = sorted(k for k in present if re.search(r"reward|score|acc", k, re.I)
+                            and not k.startswith(("eval_", "val", "test", "satmon/heldout/")))[:3]
+            hint = (" Did you mean " + " or ".join(repr(k) for k in likely) + "?"
+                    if likely else "")
+            raise UnknownKeyError(
                 "No training-reward key found"
                 + (f" for preset {preset!r}" if preset else
                    " (the keys match none of the presets trl, verl, tidy)")
-                + f"; pass train_key. Keys found ({len(present)}): {format_key_list(present)}."
-            )
+                + f"; pass train_key.{hint} Keys found ({len(present)}): "
+                  f"{format_key_list(present)}.",
+                key=None, available=present, suggestions=likely)
 
         if self.heldout_keys is not None:
             heldout = []
@@ -362,8 +497,13 @@ class KeyMap:
                 if cand in present:
                     aux.append((name, cand))
                     break
+        sizes = []
+        for name, key in heldout:
+            size_key = heldout_size_key(name, key, present)
+            if size_key is not None:
+                sizes.append((name, size_key))
         return ResolvedKeys(preset=preset, train_key=train_key, heldout=tuple(heldout),
-                            aux=tuple(aux))
+                            aux=tuple(aux), heldout_sizes=tuple(sizes))
 
     def pick(self, record: Mapping[str, Any]) -> PickedMetrics:
         """The training-reward, held-out and auxiliary values in one log dict (never raises).
@@ -383,9 +523,13 @@ class KeyMap:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, "train_key": self.train_key,
-                "heldout_keys": None if self.heldout_keys is None else dict(self.heldout_keys),
-                "aux_keys": None if self.aux_keys is None else dict(self.aux_keys)}
+        """The configuration as plain data (``all_keys`` only when set)."""
+        out = {"preset": self.preset, "train_key": self.train_key,
+               "heldout_keys": None if self.heldout_keys is None else dict(self.heldout_keys),
+               "aux_keys": None if self.aux_keys is None else dict(self.aux_keys)}
+        if self.all_keys:
+            out["all_keys"] = True
+        return out
 
 
 def _preset_train_key(preset: str | None, present: set[str]) -> str | None:
@@ -429,7 +573,7 @@ def _preset_heldout_of(preset: str | None, present: set[str],
     if preset == "tidy":
         out = [(TIDY_HELDOUT, TIDY_HELDOUT)] if TIDY_HELDOUT in present else []
         out += [(k[len(TIDY_HELDOUT) + 1:], k) for k in sorted(present)
-                if k.startswith(TIDY_HELDOUT + "/")]
+                if k.startswith(TIDY_HELDOUT + "/") and not _is_size_key(k, present)]
         return out
     if preset == "trl":
         by_fn: dict[str, str] = {}

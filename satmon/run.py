@@ -342,14 +342,20 @@ class Run(Result):
         return self.train_reward
 
     def require_heldout(self, name: str) -> HeldoutSeries:
-        """One held-out series by name, or a KeyError listing the names that exist."""
+        """One held-out series by name, or a KeyError listing the names that exist.
+
+        The error (a :class:`satmon.keys.UnknownKeyError`) suggests close names.
+        """
         try:
             return self.heldout[name]
         except KeyError:
-            raise KeyError(
+            from satmon.keys import UnknownKeyError, close_matches, did_you_mean
+
+            raise UnknownKeyError(
                 f"Run '{self.name}' has no held-out series '{name}'. "
-                f"Available: {self.heldout_names or 'none'}."
-            ) from None
+                f"Available: {self.heldout_names or 'none'}.{did_you_mean(name, self.heldout)}",
+                key=name, available=self.heldout_names,
+                suggestions=close_matches(name, self.heldout)) from None
 
     def cleaning_reports(self) -> dict[str, CleaningReport]:
         """The cleaning report of every series that has one, by series name."""

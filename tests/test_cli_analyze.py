@@ -121,9 +121,10 @@ def test_forced_format_and_keys(tmp_path, capsys):
     path = tmp_path / "custom.txt"
     path.write_text("step,acc_train,acc_test\n" +
                     "\n".join(f"{s},{REWARD[s - 1]},{HELD.get(s, '')}" for s in range(1, T + 1)))
-    assert main(["analyze", str(path), "--format", "wide-csv", "--train-key", "acc_train",
-                 "--heldout-key", "acc_test"]) == 0
-    assert "acc_test" in capsys.readouterr().out
+    assert main(["analyze", str(path), "--input-format", "wide-csv", "--train-key",
+                 "acc_train", "--heldout-key", "acc_test"]) == 0
+    captured = capsys.readouterr()
+    assert "acc_test" in captured.out and captured.err == ""
 
 
 @pytest.mark.parametrize("content, args, message", [
@@ -131,10 +132,11 @@ def test_forced_format_and_keys(tmp_path, capsys):
     ("", [], "the file is empty"),
     ("just some words\n", [], "unrecognised content"),
     ("step,metric,value\n1,train_reward,0.1\n", ["--train-key", "reward"],
-     "The training-reward key 'reward' is not in the log. Keys found (1): 'train_reward'"),
+     "The training-reward key 'reward' is not in the log. Did you mean 'train_reward'? "
+     "Keys found (1): 'train_reward'"),
     ("step,metric,value\n1,train_reward,0.1\n", ["--heldout-key", "gsm8k"],
      "held-out key 'gsm8k' is not in the log"),
-    ("step,metric,value\n1,train_reward,0.1\n", ["--format", "xlsx"],
+    ("step,metric,value\n1,train_reward,0.1\n", ["--input-format", "xlsx"],
      "'format' parameter must be"),
 ])
 def test_errors_exit_2_with_a_message(tmp_path, capsys, content, args, message):

@@ -84,7 +84,7 @@ def test_quick_demo_writes_report_plots_and_mlflow_store(tmp_path, capsys):
     page = _parse_report_html(html)
     # The run table: its header, then one row per demo run with the run's T read back.
     header, *rows = page["tables"][0]
-    assert header[:3] == ["run", "T", "t_sat"]
+    assert header[:3] == ["run", "T", "exact t_sat"]
     assert sorted(r[0] for r in rows) == sorted(DEMO_SETTINGS)
     assert all(r[1] == "30" for r in rows)
     # Embedded figures that decode as real PNG images of a readable size, with captions.

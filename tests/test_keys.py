@@ -205,3 +205,59 @@ def test_satmons_own_keys_read_back_in_every_preset():
     assert r.heldout == (("heldout_acc", "heldout_acc"),)
     assert satmon_heldout_size_key("satmon/heldout/gsm8k") == "satmon/heldout/gsm8k/n"
     assert satmon_heldout_size_key("satmon/heldout/gsm8k/n") is None
+
+
+def test_heldout_size_keys_are_sizes_not_series():
+    from satmon.keys import heldout_size_key
+
+    # satmon export's tidy layout: heldout_acc/n beside heldout_acc, heldout_acc/<name>/n.
+    r = KeyMap().resolve(["train_reward", "heldout_acc", "heldout_acc/n"])
+    assert r.heldout == (("heldout_acc", "heldout_acc"),)
+    assert r.heldout_sizes == (("heldout_acc", "heldout_acc/n"),)
+    r = KeyMap().resolve(["train_reward", "heldout_acc/gsm8k", "heldout_acc/gsm8k/n",
+                          "heldout_acc/math"])
+    assert r.heldout == (("gsm8k", "heldout_acc/gsm8k"), ("math", "heldout_acc/math"))
+    assert r.heldout_sizes == (("gsm8k", "heldout_acc/gsm8k/n"),)
+    assert r.to_dict()["heldout_size_keys"] == {"gsm8k": "heldout_acc/gsm8k/n"}
+    assert r.used_keys() == {"train_reward", "heldout_acc/gsm8k", "heldout_acc/gsm8k/n",
+                             "heldout_acc/math"}
+    # A TRL eval key takes the size satmon's callback logs under the benchmark's name.
+    r = KeyMap().resolve(["reward", "eval_rewards/acc/mean", "satmon/heldout/acc/n"])
+    assert r.heldout_sizes == (("acc", "satmon/heldout/acc/n"),)
+    assert heldout_size_key("x", "k", ["k"]) is None
+
+
+def test_a_train_reward_key_means_the_tidy_preset():
+    # An --all-metrics export holds a verl log's other keys beside satmon's tidy names.
+    assert detect_preset(["train_reward", "critic/score/max", "actor/pg_loss"]) == "tidy"
+    r = KeyMap().resolve(["train_reward", "heldout_acc/openai/gsm8k", "critic/score/max"])
+    assert (r.preset, r.train_key) == ("tidy", "train_reward")
+
+
+def test_unknown_key_error_is_readable_and_suggests():
+    import pickle
+
+    from satmon.keys import UnknownKeyError, close_matches
+
+    with pytest.raises(UnknownKeyError) as info:
+        KeyMap(heldout_keys=["eval_rewards/acc"]).resolve(
+            ["reward", "eval_rewards/acc/mean", "loss"])
+    err = info.value
+    assert isinstance(err, KeyError)
+    assert str(err) == err.args[0] and not str(err).startswith('"')
+    assert "Did you mean 'eval_rewards/acc/mean'?" in str(err)
+    assert err.key == "eval_rewards/acc" and err.available == ["eval_rewards/acc/mean", "loss",
+                                                              "reward"]
+    again = pickle.loads(pickle.dumps(err))
+    assert (str(again), again.suggestions) == (str(err), err.suggestions)
+    # No close match: no suggestion, still the list.
+    with pytest.raises(KeyError) as info:
+        KeyMap(train_key="zzz").resolve(["reward"])
+    assert "Did you mean" not in str(info.value) and "'reward'" in str(info.value)
+    # No training-reward key at all: the reward-like keys are suggested (not the eval ones).
+    with pytest.raises(KeyError, match=r"Did you mean 'rewards/a/mean' or 'rewards/b/mean'\?"):
+        KeyMap().resolve(["rewards/a/mean", "rewards/b/mean", "eval_rewards/a/mean"],
+                         require_train=True)
+    assert close_matches("Reward", ["reward", "loss"]) == ["reward"]
+    assert close_matches("gsm8k", ["heldout_acc/openai/gsm8k", "loss"]) == [
+        "heldout_acc/openai/gsm8k"]

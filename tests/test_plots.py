@@ -74,7 +74,7 @@ def test_run_plot_phases_tsat_and_heldout():
     assert hax.get_ylabel() == "held-out accuracy" and ax.get_title() == "ramp"
     # Pre-saturation = steps 1 .. t_sat - 1, shaded from the first step to t_sat = 99.
     assert span_x(span_named(ax, "pre-saturation (98 steps)")) == (1.0, 99.0)
-    tline = line_named(ax, "t_sat = 99")
+    tline = line_named(ax, "exact t_sat = 99")
     assert list(tline.get_xdata()) == [99, 99] and tline.get_linestyle() == "--"
     reward = line_named(ax, "training reward")
     np.testing.assert_array_equal(reward.get_xdata(), run.train_reward.steps)
@@ -115,7 +115,7 @@ def test_plot_uses_given_analysis_parameters():
     run = ramp()
     a = analyze_saturation(run, eps=0.5, end_margin=10)
     _, axes = plot_run(run, analysis=a)
-    assert list(line_named(axes.reward, "t_sat = 50").get_xdata()) == [50, 50]
+    assert list(line_named(axes.reward, "exact t_sat = 50").get_xdata()) == [50, 50]
     _, axes = plot_run(run, eps=0.5, end_margin=10)
     assert span_x(span_named(axes.reward, "pre-saturation")) == (1.0, 50.0)
 
@@ -244,9 +244,13 @@ def test_grid_errors_and_odd_runs():
     empty = Run(train_reward=None, name="empty", metadata={"model": "x"})
     fig, axes = plot_grid([empty, ramp(metadata={"model": "y"})], cols="model")
     assert any("no training reward" in t.get_text() for t in axes[0, 0].texts)
-    long = ramp(name="a" * 80)
-    _, axes = plot_grid([long])
-    assert axes[0, 0].get_title().startswith("...") and len(axes[0, 0].get_title()) == 42
+    # Long names wrap onto two lines (start and tail both kept), then shorten in the middle.
+    _, axes = plot_grid([ramp(name="verl_asyncRA_gsm8k_qwen2_7b_base_events_out_tfevents")])
+    assert axes[0, 0].get_title() == "verl_asyncRA_gsm8k_qwen2_7b_base_events_\nout_tfevents"
+    _, axes = plot_grid([ramp(name="b" + "a" * 100 + "z")])
+    first, second = axes[0, 0].get_title().split("\n")
+    assert first.startswith("b") and second.startswith("...") and second.endswith("z")
+    assert max(len(first), len(second)) <= 40
 
 
 def test_figures_render_and_save(tmp_path):
@@ -271,3 +275,99 @@ def test_import_is_light_and_backend_is_agg():
                          timeout=120, env={"PATH": "/usr/bin:/bin", "MPLBACKEND": ""})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().lower() == "agg"
+
+
+def _unit_run():
+    steps = np.arange(1, 301)
+    reward = np.minimum(1.0, 0.2 + steps / 150)
+    ev = np.arange(0, 301, 25)
+    return Run(train_reward=(steps, reward),
+               heldout={"math": (ev, 0.30 + 0.05 * (ev > 100), 500)}, name="unit")
+
+
+def _colour_bars(fig):
+    """Colour-bar axes of a figure (inset axes live among their parent's child axes)."""
+    every = [c for a in fig.axes for c in [a, *a.child_axes]]
+    return [a for a in every if a.get_ylabel() == "probability"]
+
+
+def test_scales_default_to_unit_axes_and_can_be_shared_or_zoomed():
+    run = _unit_run()
+    _, axes = plot_run(run)
+    assert axes.reward.get_ylim() == pytest.approx((-0.03, 1.03))
+    assert axes.heldout.get_ylim() == pytest.approx((-0.03, 1.03))  # 5 points look like 5
+    _, shared = plot_run(run, scale="shared")
+    assert shared.heldout is shared.reward
+    assert "held-out: math" in [ln.get_label() for ln in shared.reward.get_lines()]
+    _, zoomed = plot_run(run, scale="independent")
+    assert zoomed.heldout.get_ylabel() == "held-out accuracy (axis zoomed: 0.30 to 0.35)"
+    with pytest.raises(ValueError, match="'scale'"):
+        plot_run(run, scale="log")
+    # A reward outside [0, 1] keeps its own range; held-out accuracy stays on [0, 1].
+    proxy = Run(train_reward=(run.train_reward.steps, 3 * run.train_reward.values),
+                heldout={"math": (run.heldout["math"].steps, run.heldout["math"].values)})
+    _, axes = plot_run(proxy)
+    assert axes.reward.get_ylim()[1] > 2.9 and axes.heldout.get_ylim() == pytest.approx(
+        (-0.03, 1.03))
+
+
+def test_probability_strips_share_a_colour_bar_and_show_p_gain():
+    from satmon.analysis.report import ReplaySummary
+
+    run = _unit_run()
+    steps = np.arange(1, 301)
+    summary = ReplaySummary(halt_step=200, reason="memorizing", message="", compute_saved=1 / 3,
+                            regret=0.0, steps=steps, p_saturated=np.linspace(0, 1, 300),
+                            p_heldout_gain=np.where(steps < 50, np.nan, 0.5))
+    fig, axes = plot_run(run, replay=summary)
+    assert axes.strip.get_ylabel() == "P(sat)" and axes.gain.get_ylabel() == "P(gain)"
+    assert axes.gain.get_xlabel() == "step"
+    (bar,) = _colour_bars(fig)
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["0.0", "0.5", "1.0"]
+    labels = [h.get_label() for h in axes.reward.get_legend().legend_handles]
+    assert labels[:2] == ["pre-saturation (118 steps)", "exact t_sat = 119"]
+    assert "training reward" in labels and "held-out: math" in labels
+    assert "monitor halt at 200 (memorizing)" in labels
+
+
+def test_grid_explains_line_styles_in_a_figure_legend():
+    runs = grid_runs()
+    from satmon.analysis.report import ReplaySummary
+
+    halts = {runs[0].name: ReplaySummary(halt_step=50, reason="saturated", message="",
+                                         compute_saved=0.5, regret=0.0)}
+    fig, axes = plot_grid(runs, rows="model", cols="setting", replays=halts)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "training reward", "held-out accuracy", "exact t_sat", "satmon halt"]
+    assert all(ax.get_ylim() == pytest.approx((-0.03, 1.03)) for ax in axes.flat
+               if ax.lines)
+
+
+def test_callback_figure_uses_the_same_plot_vocabulary():
+    pytest.importorskip("transformers")
+    from satmon.callbacks.figure import close_figure, monitor_figure
+    from satmon.datasets import make_run
+    from satmon.decision import UpdateRecord
+    from satmon.monitor import SaturationMonitor
+
+    run = make_run("memorizing", seed=2, total_steps=200, eval_every=10).run
+    mon = SaturationMonitor(total_steps=200)
+    (name, series), = run.heldout.items()
+    held = dict(zip(series.steps, series.values))
+    rows = []
+    for t, v in zip(run.train_reward.steps, run.train_reward.values):
+        h = {name: (held[t], 500)} if t in held else None
+        d = mon.update(int(t), float(v), heldout=h)
+        rows.append(UpdateRecord.from_decision(d, train_reward=float(v), heldout=h).to_dict())
+    fig = monitor_figure(rows, title="satmon at step 200: " + "x" * 200, halt_step=120,
+                         reason="memorizing")
+    ax = fig.axes[0]
+    labels = [h.get_label() for h in ax.get_legend().legend_handles]
+    # The default benchmark name is not repeated ("held-out heldout"): the label is "held-out".
+    assert name == "heldout" and "training reward" in labels and "held-out" in labels
+    assert not any("held-out heldout" in lab or "held-out: heldout" in lab for lab in labels)
+    assert "monitor halt at 120 (memorizing)" in labels
+    assert len(_colour_bars(fig)) == 1
+    assert ax.get_title().count("\n") <= 2
+    close_figure(fig)

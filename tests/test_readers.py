@@ -488,3 +488,139 @@ def test_importing_the_readers_loads_no_optional_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- sample sizes, satmon's own folders, config metadata --------------------------------------
+
+def _state(path, history):
+    path.write_text(json.dumps({"global_step": max(e["step"] for e in history),
+                                "log_history": history}))
+    return path
+
+
+def test_trainer_state_held_out_sample_sizes_from_satmon_keys(tmp_path):
+    train = [{"reward": r, "step": s} for s, r in zip(STEPS, REWARD)]
+    # The callback's evaluator: value and size in one entry.
+    evaluator = [{"satmon/heldout/gsm8k": v, "satmon/heldout/gsm8k/n": 500, "step": s}
+                 for s, v in HELD.items()]
+    run = read_run(_state(tmp_path / "a.json", train + evaluator))
+    assert list(run.heldout) == ["gsm8k"] and run.heldout["gsm8k"].sample_size == 500
+    assert run.metadata["keys"]["heldout_size_keys"] == {"gsm8k": "satmon/heldout/gsm8k/n"}
+    # TRL's own eval keys, with the size the callback appends for them.
+    trl_eval = [{"eval_rewards/acc/mean": v, "step": s} for s, v in HELD.items()]
+    trl_eval += [{"satmon/heldout/acc/n": 64, "step": s} for s in HELD]
+    run = read_run(_state(tmp_path / "b.json", train + trl_eval))
+    assert run.heldout["acc"].sample_size == 64
+    # A size that changes: the smallest is used and the sizes are listed.
+    varying = [{"satmon/heldout/gsm8k": v, "satmon/heldout/gsm8k/n": 500 - s, "step": s}
+               for s, v in HELD.items()]
+    run = read_run(_state(tmp_path / "c.json", train + varying))
+    assert run.heldout["gsm8k"].sample_size == 470
+    assert run.metadata["heldout_sample_sizes"]["gsm8k"][0] == 470
+    # No size series: unknown, not guessed.
+    run = read_run(_state(tmp_path / "d.json", train + trl_eval[:len(HELD)]))
+    assert run.heldout["acc"].sample_size is None
+
+
+def _lab_folder(folder, *, with_config=True, checkpoint=None):
+    """A lab run folder as satmon.lab.runner writes it (without training anything)."""
+    folder.mkdir(parents=True)
+    lines = ["step,metric,value"]
+    for s in range(0, 31):
+        if s:
+            lines += [f"{s},train_reward,{REWARD[s - 1]}", f"{s},train_true_accuracy,0.3"]
+        if s in HELD:
+            lines.append(f"{s},heldout_acc,{HELD[s]}")
+    (folder / "curves.csv").write_text("\n".join(lines) + "\n")
+    facts = {"name": "memorizing-s3", "setting": "memorizing", "seed": 3, "halted": True,
+             "halt_step": 30, "reason": "memorizing", "model": "tiny-llama-83k",
+             "config": {"n_heldout": 128, "max_steps": 60, "eval_every": 5}, "monitor": []}
+    if with_config:
+        facts["monitor_config"] = {"total_steps": 60, "eval_every": 5, "warmup_steps": 10}
+    (folder / "run.json").write_text(json.dumps(facts))
+    if checkpoint:
+        ckpt = folder / f"checkpoint-{checkpoint}"
+        ckpt.mkdir()
+        history = [{"reward": r, "step": s} for s, r in zip(STEPS, REWARD)]
+        history += [{"satmon/heldout/heldout": v, "satmon/heldout/heldout/n": 128, "step": s}
+                    for s, v in HELD.items()]
+        _state(ckpt / "trainer_state.json", history)
+        (ckpt / "satmon_state.json").write_text(json.dumps(
+            {"version": 1, "step": checkpoint, "stopped_step": checkpoint, "rows": [],
+             "monitor": {"config": {"total_steps": 60, "eval_every": 5, "risk": 0.01}}}))
+    return folder
+
+
+def test_lab_run_folder_reads_as_the_lab_run_not_its_checkpoint(tmp_path):
+    folder = _lab_folder(tmp_path / "runs" / "memorizing", checkpoint=30)
+    _lab_folder(tmp_path / "runs" / "generalizing", with_config=False)
+    assert detect_format(folder) == "lab-run"
+    run = read_run(folder)
+    assert (run.name, run.metadata["format"]) == ("memorizing-s3", "lab-run")
+    assert run.metadata["setting"] == "memorizing" and run.metadata["seed"] == 3
+    assert run.heldout["heldout_acc"].sample_size == 128
+    assert run.aux["train_true_accuracy"].values.tolist() == [0.3] * 30
+    assert run.metadata["monitor_config"] == {"total_steps": 60, "eval_every": 5,
+                                              "warmup_steps": 10}
+    # Old run.json without the config: the part the callback took from the setting.
+    old = read_run(tmp_path / "runs" / "generalizing")
+    assert old.metadata["monitor_config"] == {"total_steps": 60, "eval_every": 5}
+    assert old.metadata["monitor_config_derived"] is True
+    # A folder of lab runs: one run each, named from run.json (not "curves").
+    assert sorted(r.name for r in read_runs(tmp_path / "runs")) == ["memorizing-s3"] * 2
+    # The checkpoint reads as the Trainer's state, with the lab run's facts and the live config.
+    ckpt = read_run(folder / "checkpoint-30")
+    assert ckpt.metadata["format"] == "trainer-state" and ckpt.name == "memorizing-s3"
+    assert ckpt.heldout["heldout"].sample_size == 128
+    assert ckpt.metadata["monitor_config"] == {"total_steps": 60, "eval_every": 5, "risk": 0.01}
+    assert ckpt.metadata["satmon_stopped_step"] == 30 and ckpt.metadata["setting"] == "memorizing"
+    # Asking for the Trainer's format on the lab folder reads its checkpoint.
+    assert read_run(folder, format="trainer-state").metadata["format"] == "trainer-state"
+
+
+def test_a_run_json_that_is_not_the_labs_is_not_a_lab_run(tmp_path):
+    (tmp_path / "curves.csv").write_text("step,metric,value\n1,train_reward,0.5\n")
+    (tmp_path / "run.json").write_text(json.dumps({"name": "x"}))
+    run = read_run(tmp_path / "curves.csv")
+    assert run.metadata["format"] == "tidy-csv" and run.name == "curves"
+
+
+def test_verl_console_config_lines_become_metadata(real_logs):
+    raw = next(p for p in (real_logs / "raw").iterdir() if p.name.endswith(".log"))
+    run = read_run(raw)
+    assert run.metadata["model"] == "Qwen2-7B-Instruct"
+    assert run.metadata["model_path"] == "/workspace/verl/Qwen/Qwen2-7B-Instruct"
+    assert run.metadata["total_training_steps"] == 105 == run.last_step
+    assert run.metadata["experiment_name"] == "qwen2_7b_megatron"
+    assert run.metadata["adv_estimator"] == "gpg" and run.metadata["test_freq"] == 5
+
+
+def test_verl_printed_config_without_a_command_line(tmp_path):
+    text = "\n".join([
+        "(TaskRunner pid=1) {'actor_rollout_ref': {'actor': {'strategy': 'fsdp'},",
+        "(TaskRunner pid=1)                        'model': {'external_lib': None,",
+        "(TaskRunner pid=1)                                  'path': '~/models/Qwen2.5-3B',",
+        "(TaskRunner pid=1)                                  'use_remove_padding': True}},",
+        "(TaskRunner pid=1)  'critic': {'model': {'path': '~/models/other'}},",
+        "(TaskRunner pid=1)  'trainer': {'experiment_name': 'q3b', 'test_freq': 10}}",
+        "(TaskRunner pid=1) Total training steps: 3",
+        *(_verl_line(s) for s in range(0, 4)),
+    ])
+    path = tmp_path / "run.log"
+    path.write_text(text + "\n")
+    meta = read_run(path).metadata
+    assert (meta["model"], meta["experiment_name"], meta["test_freq"]) == ("Qwen2.5-3B", "q3b",
+                                                                          10)
+    assert meta["total_training_steps"] == 3
+
+
+def test_trl_console_total_optimization_steps_is_max_steps(tmp_path):
+    lines = ["***** Running training *****", "  Num examples = 1,000",
+             "  Total optimization steps = 1,200"]
+    for s, r in zip(STEPS, REWARD):
+        lines.append(f"{s}/1200 [00:01<00:10]")
+        lines.append(str({"loss": 0.1, "reward": r, "global_step": s}))
+    path = tmp_path / "trl.log"
+    path.write_text("\n".join(lines) + "\n")
+    run = read_run(path)
+    assert run.metadata["format"] == "trl-console" and run.metadata["max_steps"] == 1200

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from satmon.analysis.readers import console, event_files, json_logs, tables, tracking
+from satmon.analysis.readers import (console, event_files, json_logs, lab_runs, tables,
+                                     tracking)
 from satmon.analysis.readers.errors import ReadError
 from satmon.analysis.readers.metric_log import (MetricLog, build_run, first_line_repr,
                                                  keymap_from)
@@ -45,6 +46,8 @@ FORMATS: dict[str, str] = {
     "wide-csv": "CSV with a step column and one column per metric",
     "jsonl": "JSON lines with a step (flat records, or verl's {\"step\", \"data\"} file logger)",
     "trainer-state": "transformers/TRL trainer_state.json, or a checkpoint or output folder",
+    "lab-run": "a satmon lab run folder (curves.csv + run.json, as satmon demo and satmon lab "
+               "write them)",
     "verl-console": "verl console log (step:N - key:value - ...)",
     "trl-console": "TRL/transformers console output (one Python dict per logging step)",
     "tensorboard": "TensorBoard event file, or a folder of them",
@@ -204,8 +207,15 @@ def _latest_trainer_state(folder: Path) -> Path | None:
     return checkpoints[-1][1] / "trainer_state.json" if checkpoints else None
 
 
-def _dir_sources(folder: Path) -> list[tuple[str, Path]]:
-    """The runs a folder holds: ``(format, path)`` with path a file or an event-file folder."""
+def _dir_sources(folder: Path, fmt: str = "auto") -> list[tuple[str, Path]]:
+    """The runs a folder holds: ``(format, path)`` with path a file or an event-file folder.
+
+    A lab run folder is one ``lab-run``, unless another format is asked for (``trainer-state``
+    then reads a halted run's checkpoint).
+    """
+    if fmt in ("auto", "csv", "lab-run") and lab_runs.is_lab_run(folder):
+        # curves.csv is the full record; a halted run's checkpoint-N/ is only its last state.
+        return [("lab-run", folder)]
     state = _latest_trainer_state(folder)
     if state is not None:
         return [("trainer-state", state)]
@@ -218,6 +228,8 @@ def _default_name(path: Path, fmt: str) -> str:
         if _CHECKPOINT.match(parent.name) and parent.parent.name:
             return parent.parent.name
         return parent.name or path.stem
+    if fmt == "lab-run":
+        return path.name
     if fmt == "tensorboard":
         if path.is_dir():
             return path.name
@@ -230,6 +242,8 @@ def _default_name(path: Path, fmt: str) -> str:
 def _read_log(path: Path, fmt: str) -> MetricLog:
     """Parse one file (or an event-file folder) in a known format."""
     source = str(path)
+    if fmt == "lab-run":
+        return lab_runs.read_lab_folder(path)
     if fmt == "tensorboard":
         files = event_files.files_of_run(path)
         if not files:
@@ -242,8 +256,10 @@ def _read_log(path: Path, fmt: str) -> MetricLog:
     if fmt == "jsonl":
         return json_logs.read_jsonl(text, source=source)
     if fmt == "trainer-state":
-        return json_logs.read_trainer_state(json_logs.parse_json_document(text, source=source),
+        mlog = json_logs.read_trainer_state(json_logs.parse_json_document(text, source=source),
                                             source=source)
+        lab_runs.add_checkpoint_context(mlog, path)
+        return mlog
     if fmt == "verl-console":
         return console.read_verl_console(text, source=source)
     if fmt == "trl-console":
@@ -254,7 +270,7 @@ def _read_log(path: Path, fmt: str) -> MetricLog:
 def _resolve_path(p: Path, fmt: str) -> tuple[str, Path]:
     """Format and concrete target of one path holding one run."""
     if p.is_dir():
-        sources = _dir_sources(p)
+        sources = _dir_sources(p, fmt)
         if fmt not in ("auto", "csv"):
             sources = [s for s in sources if s[0] == fmt]
         if len(sources) == 1:
@@ -267,7 +283,12 @@ def _resolve_path(p: Path, fmt: str) -> tuple[str, Path]:
                         f"({', '.join(str(s[1]) for s in sources[:10])}); read one of them, or "
                         "all with read_runs.", source=str(p))
     if fmt == "auto":
+        if p.name == lab_runs.CURVES_FILE and lab_runs.is_lab_run(p.parent):
+            # A lab run's curves.csv: read with its run.json (name, metadata, sample size).
+            return "lab-run", p.parent
         return detect_format(p), p
+    if fmt == "lab-run" and p.is_file() and lab_runs.is_lab_run(p.parent):
+        return fmt, p.parent
     return fmt, p
 
 
@@ -296,6 +317,7 @@ def read_run(
     name: str | None = None,
     tracking_uri: str | None = None,
     strict: bool = False,
+    all_metrics: bool = False,
 ) -> Run:
     """Read one training run from a log file, folder or MLflow reference.
 
@@ -303,7 +325,8 @@ def read_run(
     ----------
     source:
         A log file (CSV, JSONL, trainer_state.json, verl or TRL console output, TensorBoard
-        event file), a folder (a checkpoint or output folder, a TensorBoard log folder), or an
+        event file), a folder (a checkpoint or output folder, a TensorBoard log folder, a
+        satmon lab run folder: see :mod:`~satmon.analysis.readers.lab_runs`), or an
         MLflow reference (``mlflow://runs/<id>``, ``runs:/<id>``, a run id, an MLflow sqlite
         store holding one run); see :data:`FORMATS`.
     train_key, heldout_keys, aux_keys, preset:
@@ -320,12 +343,19 @@ def read_run(
         Refuse (ReadError) a run that could be read only in part or whose reader had to make
         a choice, i.e. one with ``read_warnings`` in its metadata. Default: read it, with a
         logged warning and the ``read_warnings`` entry.
+    all_metrics:
+        Also keep every other numeric key of the log as an auxiliary series under its own key
+        (``satmon export --all-metrics``); keys holding no numbers are listed in
+        ``metadata["non_numeric_keys"]``.
 
     Returns
     -------
     A cleaned :class:`satmon.Run`; ``run.metadata`` records the source, the format, the preset
     and keys used, what cleaning changed, and (``read_warnings``) anything the reader worked
-    around.
+    around, plus what the source says about the run (a lab run's ``run.json`` facts, a
+    checkpoint's ``monitor_config``, config lines of a verl or TRL console log). Held-out
+    series carry their sample size where the log has one (satmon's ``.../n`` series, a lab
+    run's ``config.n_heldout``), else None.
 
     Raises
     ------
@@ -351,7 +381,7 @@ def read_run(
     """
     fmt = _check_format(format)
     keymap = keymap_from(preset=preset, train_key=train_key, heldout_keys=heldout_keys,
-                         aux_keys=aux_keys)
+                         aux_keys=aux_keys, all_metrics=all_metrics)
     ref = _mlflow_reference(source, fmt, tracking_uri)
     if ref is not None:
         runs = tracking.read_mlflow(ref, keymap, name=name)
@@ -389,6 +419,7 @@ def read_runs(
     format: str = "auto",
     tracking_uri: str | None = None,
     strict: bool = False,
+    all_metrics: bool = False,
 ) -> list[Run]:
     """Read every run in one or several sources.
 
@@ -400,7 +431,7 @@ def read_runs(
     """
     fmt = _check_format(format)
     keymap = keymap_from(preset=preset, train_key=train_key, heldout_keys=heldout_keys,
-                         aux_keys=aux_keys)
+                         aux_keys=aux_keys, all_metrics=all_metrics)
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     runs: list[Run] = []
@@ -425,13 +456,16 @@ def read_runs(
             if kind == "mlflow":
                 runs += read_runs(target, train_key=train_key, heldout_keys=heldout_keys,
                                   aux_keys=aux_keys, preset=preset, format="mlflow",
-                                  tracking_uri=tracking_uri, strict=strict)
+                                  tracking_uri=tracking_uri, strict=strict,
+                                  all_metrics=all_metrics)
             else:
                 runs.append(_build(target, kind, keymap, None, strict))
     return runs
 
 
 def _scan_folder(folder: Path, fmt: str, depth: int) -> list[tuple[str, Path]]:
+    if fmt in ("auto", "lab-run") and lab_runs.is_lab_run(folder):
+        return [("lab-run", folder)]
     state = _latest_trainer_state(folder)
     if state is not None and fmt in ("auto", "trainer-state"):
         return [("trainer-state", state)]

@@ -39,6 +39,19 @@ TRL / transformers
     order, evaluation dicts taking the number of the training dict before them. That number is
     the step only with ``logging_steps=1``. ``run.metadata["steps_from"]`` counts the dicts
     whose step came from each source.
+
+Run metadata from config lines (modest, for grids and report columns; first occurrence wins):
+
+verl
+    ``Total training steps: N`` (printed by the trainer at start) -> ``total_training_steps``;
+    from the command line's Hydra overrides (``python -m verl.trainer.main_ppo ...
+    key=value``) and from the printed config dict (``'key': value`` lines before the first
+    step line): ``experiment_name``, ``project_name``, ``adv_estimator``, ``test_freq``, and
+    the actor's model path (``actor_rollout_ref.model.path=P``, or the ``'path'`` of the first
+    ``'model': {...}`` block of the printed config, which is the actor's since pprint sorts
+    keys) as ``model_path``, with ``model`` its last path component (``Qwen2-7B-Instruct``).
+TRL / transformers
+    ``Total optimization steps = N`` (the "Running training" banner) -> ``max_steps``.
 """
 
 from __future__ import annotations
@@ -70,6 +83,18 @@ _BOX_LINE = re.compile(r"^\s*[\u2500-\u257f|+]")
 _PANEL_STEP = re.compile(r"[\u256d\u250c+][\u2500\u2501-]+ Step (\d+) "
                          r"[\u2500\u2501-]+[\u256e\u2510+]")
 _DICT_STEP_KEYS = ("global_step", "step")
+_VERL_TOTAL_STEPS = re.compile(r"Total training steps: (\d+)")
+_VERL_OVERRIDE = re.compile(r"(?:^|\s)'?(?P<key>[\w.]+)=(?P<value>[^\s']+)")
+_VERL_CONFIG_ITEM = re.compile(r"'(?P<key>\w+)': (?P<value>'[^']*'|-?\d+|None|True|False)[,}]")
+_VERL_MODEL_BLOCK = re.compile(r"'model': \{'")
+# Hydra override -> metadata key; the same keys as the printed config dict uses.
+_VERL_OVERRIDES = {"trainer.experiment_name": "experiment_name",
+                   "trainer.project_name": "project_name",
+                   "algorithm.adv_estimator": "adv_estimator",
+                   "trainer.test_freq": "test_freq",
+                   "actor_rollout_ref.model.path": "model_path"}
+_VERL_CONFIG_KEYS = ("experiment_name", "project_name", "adv_estimator", "test_freq")
+_TRL_TOTAL_STEPS = re.compile(r"Total optimization steps = ([\d,]+)")
 
 
 def clean_terminal_text(text: str) -> list[str]:
@@ -129,7 +154,52 @@ def read_verl_console(text: str, *, source: str) -> MetricLog:
                             "number >= 0; verl logs integer steps (step:N), so this line cannot "
                             "be placed on the step axis.", source=source)
         mlog.add_record(int(m.group(1)), record)
+    mlog.metadata.update(verl_config_metadata(text))
     return mlog
+
+
+def _config_value(text: str) -> Any:
+    text = text.strip().strip("'\"")
+    if _WHOLE.fullmatch(text.lstrip("-")):
+        return int(text)
+    return None if text in ("None", "null") else text
+
+
+def verl_config_metadata(text: str) -> dict[str, Any]:
+    """Run metadata from a verl console log's config lines (see the module docstring).
+
+    >>> verl_config_metadata("python3 -m verl.trainer.main_ppo actor_rollout_ref.model.path="
+    ...                      "/m/Qwen2-7B trainer.test_freq=5\\nTotal training steps: 105")
+    {'model_path': '/m/Qwen2-7B', 'test_freq': 5, 'total_training_steps': 105, 'model': 'Qwen2-7B'}
+    """
+    found: dict[str, Any] = {}
+    model_column: int | None = None
+    for _, line in _numbered_lines(text):
+        if _VERL_LINE.search(line):
+            break  # the config is printed before training starts
+        if "main_ppo" in line or "verl.trainer" in line:
+            for m in _VERL_OVERRIDE.finditer(line):
+                key = _VERL_OVERRIDES.get(m.group("key"))
+                if key is not None and key not in found:
+                    value = _config_value(m.group("value"))
+                    if value is not None:
+                        found[key] = value
+        m = _VERL_TOTAL_STEPS.search(line)
+        if m and "total_training_steps" not in found:
+            found["total_training_steps"] = int(m.group(1))
+        block = _VERL_MODEL_BLOCK.search(line)
+        if block is not None and model_column is None and "model_path" not in found:
+            model_column = block.end() - 1
+        for item in _VERL_CONFIG_ITEM.finditer(line):
+            key, value = item.group("key"), _config_value(item.group("value"))
+            if key in _VERL_CONFIG_KEYS and key not in found and value is not None:
+                found[key] = value
+            elif key == "path" and model_column is not None and "model_path" not in found \
+                    and item.start() == model_column and isinstance(value, str):
+                found["model_path"] = value
+    if isinstance(found.get("model_path"), str):
+        found["model"] = found["model_path"].rstrip("/").rsplit("/", 1)[-1]
+    return found
 
 
 def _literal_dict(text: str) -> dict[str, Any] | None:
@@ -272,6 +342,9 @@ def read_trl_console(text: str, *, source: str) -> MetricLog:
     if unparsed:
         mlog.metadata["unparsed_dicts"] = unparsed
         mlog.warn(f"{unparsed} dict-like text(s) could not be parsed and were skipped")
+    total = _TRL_TOTAL_STEPS.search(masked)
+    if total is not None:
+        mlog.metadata.setdefault("max_steps", int(total.group(1).replace(",", "")))
     return mlog
 
 

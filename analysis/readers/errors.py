@@ -25,6 +25,8 @@ Example
 
 from __future__ import annotations
 
+from satmon.keys import UnknownKeyError
+
 
 class ReadError(ValueError):
     """A log could not be read (or was refused); the message names the file and the problem.
@@ -46,11 +48,28 @@ class ReadError(ValueError):
         return (type(self), (self.args[0],), {"source": self.source})
 
 
-class MissingKeyError(ReadError, KeyError):
+class MissingKeyError(ReadError, UnknownKeyError):
     """A configured metric key (or any training-reward key) is not in the log.
 
-    Also a KeyError, as this failure always was; the message lists the keys the log holds.
+    Also a KeyError (a :class:`satmon.keys.UnknownKeyError`), as this failure always was; the
+    message lists the keys the log holds and suggests close matches (``Did you mean
+    'reward'?``, also in ``suggestions``), and ``str()`` is the plain message.
     """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None,
+                 available=(), suggestions=()) -> None:
+        UnknownKeyError.__init__(self, message, key=key, available=available,
+                                 suggestions=suggestions)
+        self.source = source
 
     # KeyError would print the message as a quoted repr.
     __str__ = ValueError.__str__
+
+    def __reduce__(self):
+        return (_rebuild_missing_key_error,
+                (self.args[0], self.source, self.key, self.available, self.suggestions))
+
+
+def _rebuild_missing_key_error(message, source, key, available, suggestions):
+    return MissingKeyError(message, source=source, key=key, available=available,
+                           suggestions=suggestions)

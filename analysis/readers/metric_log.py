@@ -6,6 +6,15 @@ cleans every series by the core policy (repeated steps: the later value wins; Na
 dropped; both recorded in each series' ``cleaning`` report and in the run's metadata), so all
 formats behave the same way.
 
+Held-out sample sizes are attached here too, for every format: a held-out series' size series
+(``<key>/n``, or ``satmon/heldout/<name>/n`` that satmon's callback writes to the Trainer's
+``log_history`` and to MLflow; see :mod:`satmon.keys`) gives ``HeldoutSeries.sample_size``
+(the smallest value when it varies, all values then listed in
+``metadata["heldout_sample_sizes"]``); else a size the reader knows from the source
+(:attr:`MetricLog.sample_sizes`, e.g. a lab run's ``run.json``); else None (unknown, never
+guessed). With ``KeyMap(all_keys=True)`` every other numeric key becomes an auxiliary series
+under its own key.
+
 Problems the readers work around instead of failing (a TensorBoard file that stops at a corrupt
 or cut-off record, a partial last JSONL line, TRL log dicts whose steps cannot be told, text that
 looks like a log dict but does not parse) are never silent: each is logged as a warning and kept
@@ -50,6 +59,12 @@ class MetricLog:
         self._values: dict[str, list[Any]] = {}
         self.n_records = 0
         self.read_warnings: list[str] = []
+        # What a reader knows beyond the logged values (a lab run's run.json): the run's name,
+        # held-out sample sizes by held-out key (used when the log has no size series), and
+        # keys to keep as auxiliary series under their own names.
+        self.default_name: str | None = None
+        self.sample_sizes: dict[str, int] = {}
+        self.extra_aux: tuple[str, ...] = ()
 
     def warn(self, problem: str) -> None:
         """Report something the reader worked around: a logged warning and a metadata entry."""
@@ -82,17 +97,22 @@ class MetricLog:
 
 
 def keymap_from(*, preset: str = "auto", train_key: str | None = None,
-                heldout_keys: Any = None, aux_keys: Any = None) -> KeyMap:
+                heldout_keys: Any = None, aux_keys: Any = None,
+                all_metrics: bool = False) -> KeyMap:
     """A :class:`KeyMap` from the reader options (a single held-out key may be a string)."""
     if isinstance(heldout_keys, (list, tuple)) and not heldout_keys:
         heldout_keys = None
     return KeyMap(preset=preset, train_key=train_key, heldout_keys=heldout_keys,
-                  aux_keys=aux_keys)
+                  aux_keys=aux_keys, all_keys=bool(all_metrics))
 
 
 def build_run(mlog: MetricLog, keymap: KeyMap, *, name: str | None,
               default_name: str) -> Run:
     """Turn a :class:`MetricLog` into a cleaned :class:`satmon.Run`.
+
+    The run is named ``name``, else the reader's :attr:`MetricLog.default_name` (a lab run's
+    ``run.json`` name), else ``default_name`` (from the file or folder). Held-out series get
+    their sample sizes as the module docstring says.
 
     Raises
     ------
@@ -111,16 +131,40 @@ def build_run(mlog: MetricLog, keymap: KeyMap, *, name: str | None,
     try:
         resolved = keymap.resolve(mlog.keys(), strict=True, require_train=True)
     except KeyError as exc:
-        raise MissingKeyError(f"{mlog.source}: {exc.args[0]}", source=mlog.source) from None
+        raise MissingKeyError(f"{mlog.source}: {exc.args[0]}", source=mlog.source,
+                              key=getattr(exc, "key", None),
+                              available=getattr(exc, "available", mlog.keys()),
+                              suggestions=getattr(exc, "suggestions", ())) from None
     train = _series(Series, mlog, TRAIN_REWARD, resolved.train_key)
+    size_keys = dict(resolved.heldout_sizes)
     heldout = {}
+    size_notes: dict[str, list[int]] = {}
     for bench, key in resolved.heldout:
-        # Logs name the benchmark, not how many held-out samples stand behind each value, so
-        # the sample size stays unknown (None) rather than guessed.
-        heldout[bench] = _series(HeldoutSeries, mlog, bench, key, sample_size=None)
+        # Most logs name the benchmark but not how many samples stand behind each value: the
+        # size is then unknown (None) rather than guessed. satmon's own logs carry it.
+        size, seen = _sample_size(mlog, size_keys.get(bench))
+        if size is None:
+            size = mlog.sample_sizes.get(key)
+        if len(seen) > 1:
+            size_notes[bench] = seen
+        heldout[bench] = _series(HeldoutSeries, mlog, bench, key, sample_size=size)
     aux = {}
     for canonical, key in resolved.aux:
         aux[canonical] = _series(Series, mlog, canonical, key)
+    used = resolved.used_keys()
+    for key in mlog.extra_aux:
+        if key in mlog.keys() and key not in used and key not in aux:
+            aux[key] = _series(Series, mlog, key, key)
+    skipped_keys: list[str] = []
+    if keymap.all_keys:
+        for key in mlog.keys():
+            if key in used or key in aux:
+                continue
+            extra = _numeric_series(mlog, key)
+            if extra is None:
+                skipped_keys.append(key)
+            else:
+                aux[key] = extra
     metadata = {
         "source": mlog.source,
         "format": mlog.format,
@@ -129,10 +173,17 @@ def build_run(mlog: MetricLog, keymap: KeyMap, *, name: str | None,
         "n_records": mlog.n_records,
         **mlog.metadata,
     }
+    if size_notes:
+        # One size per series: the smallest, so the held-out noise is never understated.
+        metadata["heldout_sample_sizes"] = size_notes
+        log.info("%s: held-out sample sizes vary (%s); the smallest is used", mlog.source,
+                 size_notes)
+    if skipped_keys:
+        metadata["non_numeric_keys"] = skipped_keys
     if mlog.read_warnings:
         metadata["read_warnings"] = list(mlog.read_warnings)
     run = Run(train_reward=train, heldout=heldout, aux=aux, metadata=metadata,
-              name=name or default_name)
+              name=name or mlog.default_name or default_name)
     changed = {k: r.describe() for k, r in run.cleaning_reports().items() if r.changed}
     run.metadata["cleaning"] = changed
     for series_name, what in changed.items():
@@ -176,6 +227,35 @@ def _series(cls: type, mlog: MetricLog, name: str, key: str, **extra: Any) -> An
         return cls.from_raw(name, steps, values, **extra)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ReadError(f"{mlog.source}: {exc} (key '{key}')", source=mlog.source) from None
+
+
+def _sample_size(mlog: MetricLog, key: str | None) -> tuple[int | None, list[int]]:
+    """The sample size a size series holds (the smallest when it varies) and all it holds.
+
+    Values that are not whole numbers >= 1 are ignored: a size series is written by satmon,
+    and a stray value must not make the whole run unreadable.
+    """
+    if key is None:
+        return None, []
+    _, values = mlog.history(key)
+    sizes = sorted({int(v) for v in values
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v) and v >= 1 and float(v).is_integer()})
+    return (sizes[0] if sizes else None), sizes
+
+
+def _numeric_series(mlog: MetricLog, key: str) -> Series | None:
+    """Key ``key`` as a cleaned series, or None when it holds no numbers (text, flags)."""
+    steps, values = mlog.history(key)
+    if not any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    try:
+        for step, value in zip(steps, values):
+            if _range_problem(step, value) is not None:
+                return None
+        return Series.from_raw(key, steps, values)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def first_line_repr(lines: Iterable[str], limit: int = 80) -> str:

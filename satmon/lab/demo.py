@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,23 +137,56 @@ class DemoResult(Result):
 
 
 class _Display:
-    """Live progress: one rich bar per run on a terminal, else one line per finished run."""
+    """Live progress: one rich bar per run on a terminal; plain lines otherwise.
+
+    Plain mode (output redirected, or ``--no-progress``) prints a line when a run starts
+    preparing, one every tenth of its steps (step, reward, last held-out, decision) and one
+    when it ends. While the display runs, the libraries' own chatter is held back: the
+    callback's flag and halt warnings (the display and the final table show every decision),
+    MLflow's INFO lines and transformers' checkpoint-writing progress bars.
+    """
 
     def __init__(self, live: bool, echo: Callable[[str], None]) -> None:
         self.live = live
         self.echo = echo
         self._progress = None
         self._tasks: dict[str, Any] = {}
+        self._next_line: dict[str, int] = {}
+        self._last_decision: dict[str, str] = {}
+        self._quiet: list[tuple[Any, int]] = []
 
     def __enter__(self) -> "_Display":
+        import importlib
+        import logging
+
+        try:
+            # Importing MLflow configures its loggers; quieten them after that, not before.
+            importlib.import_module("mlflow")
+        except ImportError:
+            pass
+        for name, level in (("satmon.callbacks", logging.ERROR), ("mlflow", logging.WARNING),
+                            ("transformers", logging.ERROR)):
+            lg = logging.getLogger(name)
+            self._quiet.append((lg, lg.level))
+            lg.setLevel(level)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            self._bars_were = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            self._bars_were = None
         if self.live:
             rich_progress = require("rich.progress", feature="the demo's live display")
+            rich_table = require("rich.table", feature="the demo's live display")
             self._progress = rich_progress.Progress(
-                rich_progress.TextColumn("{task.description:<30}"),
-                rich_progress.BarColumn(bar_width=24),
+                rich_progress.TextColumn("{task.description:<28}"),
+                rich_progress.BarColumn(bar_width=20),
                 rich_progress.TextColumn("step {task.completed:>4.0f}/{task.total:.0f}"),
-                rich_progress.TextColumn("{task.fields[info]}"),
                 rich_progress.TimeElapsedColumn(),
+                # The status wraps instead of being cut at the terminal's width.
+                rich_progress.TextColumn("{task.fields[info]}",
+                                         table_column=rich_table.Column(overflow="fold")),
             )
             self._progress.__enter__()
         return self
@@ -161,17 +194,33 @@ class _Display:
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+        for lg, level in self._quiet:
+            lg.setLevel(level)
+        if self._bars_were:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
 
     def start(self, name: str, total: int) -> None:
+        what = "preparing (model, tokenizer, warm-up fine-tuning)"
         if self._progress is not None:
-            self._tasks[name] = self._progress.add_task(name, total=total, info="")
+            self._tasks[name] = self._progress.add_task(name, total=total, info=what)
+        else:
+            self.echo(f"  {name}: {what}")
+            self._next_line[name] = max(1, total // 10)
 
     def update(self, p: LabProgress) -> None:
-        if self._progress is None or p.run_name not in self._tasks:
-            return
         held = "-" if math.isnan(p.heldout) else f"{p.heldout:.2f}"
         info = f"reward {p.train_reward:.2f}  held-out {held}  {p.decision}"
-        self._progress.update(self._tasks[p.run_name], completed=p.step, info=info)
+        if self._progress is not None:
+            if p.run_name in self._tasks:
+                self._progress.update(self._tasks[p.run_name], completed=p.step, info=info)
+            return
+        every = self._next_line.get(p.run_name)
+        changed = self._last_decision.get(p.run_name, "continue") != p.decision
+        self._last_decision[p.run_name] = p.decision
+        if every and (p.step % every == 0 or changed):
+            self.echo(f"  {p.run_name}: step {p.step}/{p.max_steps}  {info}")
 
     def finish(self, run: LabRun) -> None:
         if run.halted:
@@ -189,27 +238,22 @@ class _Display:
 
 
 def live_replay_summary(run: LabRun, full: LabRun) -> Any:
-    """The live callback's decisions on ``run`` as a report ``ReplaySummary`` for plots.
+    """The live callback's decisions on ``run`` as a report ``ReplaySummary``.
 
-    The halt (if any) comes from ``run``; the P(saturated) trace from ``full`` (the unhalted
+    The halt (if any) comes from ``run``; the probability traces from ``full`` (the unhalted
     copy, which saw the same steps up to the halt and went on to the end); the regret is the
-    best held-out accuracy ``full`` reached after the halt minus the accuracy at the halt.
+    best held-out accuracy ``full`` reached after the halt minus the accuracy at the halt. The
+    report, ``demo.png`` and ``plots/`` all draw this one summary.
     """
     report = require("satmon.analysis.report", feature="the demo report")
     replay = require("satmon.replay", feature="the demo report")
-    import numpy as np
 
-    trace = full.monitor_trace
     held = full.curves.get("heldout_acc", [])
     regret = (replay.heldout_regret([s for s, _ in held], [v for _, v in held], run.halt_step)
               if run.halted else 0.0)
-    flag = next((t["step"] for t in run.monitor_trace if t["action"] != "continue"), None)
-    return report.ReplaySummary(
-        halt_step=run.halt_step, reason=run.reason, message=run.message,
-        compute_saved=run.compute_saved, regret=float(regret),
-        steps=np.asarray([t["step"] for t in trace], dtype=np.int64),
-        p_saturated=np.asarray([t["p_saturated"] for t in trace], dtype=float),
-        flag_step=flag)
+    return report.ReplaySummary.from_records(
+        full.monitor_trace, halt_step=run.halt_step, reason=run.reason, message=run.message,
+        compute_saved=run.compute_saved, regret=float(regret))
 
 
 def run_demo(*, out_dir: str | Path = "satmon-demo", settings: Sequence[str] = DEMO_SETTINGS,
@@ -290,13 +334,17 @@ def write_demo_report(rows: Sequence[DemoRow], out: Path) -> dict[str, str]:
         full.metadata["name"] = row.setting.name
         runs.append(full)
         live[full.name] = live_replay_summary(row.run, row.unhalted)
-    report = analysis_report.build_report(runs, replay=True)
+    # The report shows what the live callback decided (not a second, offline replay), so its
+    # table, its figures and plots/ agree.
+    report = analysis_report.build_report(runs, replay=False)
+    for r in report.runs:
+        r.replay = live[r.name]
+    report.params = replace(report.params, replay=True)
     written = report.write(out / "report", formats=("html", "md", "csv"))
     files = {"report": str(written["html"])}
     fig, _ = plots.plot_grid(runs, replays=live, max_cols=2)
     # Above the panel titles: bbox_inches="tight" in save_figure keeps it in the image.
-    fig.suptitle("satmon demo: training reward (solid), held-out accuracy (dashed), "
-                 "satmon's halt (x)", y=1.03)
+    fig.suptitle("satmon demo: what the live callback decided", y=1.03)
     plots.save_figure(fig, out / "demo.png")
     files["plot"] = str(out / "demo.png")
     (out / "plots").mkdir(exist_ok=True)

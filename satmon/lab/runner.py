@@ -36,12 +36,14 @@ from satmon.lab.sft import measure_faithfulness, supervised_finetune
 from satmon.lab.tasks import to_dataset, trl_reward
 from satmon.lab.traces import CumulativeTask
 from satmon.results import Result, format_number, json_safe, text_table
-from satmon.run import HeldoutSeries, Run, Series
+from satmon.run import Run
 
 #: Actions :func:`run_lab` accepts (those of SaturationCallback).
 ACTIONS = ("flag", "halt", "halt_and_save")
 
 HELDOUT_NAME = "heldout"
+#: The ``model`` label of lab runs (``tiny-llama-<parameters>k``).
+MODEL_FAMILY = "tiny-llama"
 CURVES_FILE = "curves.csv"
 FACTS_FILE = "run.json"
 
@@ -55,8 +57,8 @@ _TRL_TO_TIDY = {
 }
 
 # What run.json keeps of each monitor update (the message only where the monitor acted).
-_TRACE_FIELDS = ("step", "action", "reason", "phase", "p_saturated", "t_sat_estimate",
-                 "regime", "message")
+_TRACE_FIELDS = ("step", "action", "reason", "phase", "p_saturated", "p_heldout_gain",
+                 "t_sat_estimate", "regime", "message")
 
 #: Curve metrics that only lab runs have (read back as auxiliary series).
 LAB_ONLY_METRICS = ("train_true_accuracy", "faithfulness")
@@ -85,7 +87,8 @@ class LabRun(Result):
                  halt_step: int | None, reason: str | None, message: str, steps_run: int,
                  curves: dict[str, list[tuple[int, float]]], wall_s: float, out_dir: Path,
                  mlflow_run_id: str | None, checkpoint: str | None, pre_rl: dict[str, Any],
-                 n_parameters: int, monitor_trace: list[dict[str, Any]] | None = None) -> None:
+                 n_parameters: int, monitor_trace: list[dict[str, Any]] | None = None,
+                 monitor_config: dict[str, Any] | None = None) -> None:
         self.name = name
         self.setting = setting
         self.seed = seed
@@ -102,6 +105,7 @@ class LabRun(Result):
         self.pre_rl = pre_rl
         self.n_parameters = n_parameters
         self.monitor_trace = list(monitor_trace or [])
+        self.monitor_config = dict(monitor_config or {})
 
     @property
     def halted(self) -> bool:
@@ -153,11 +157,22 @@ class LabRun(Result):
         return Run(pairs("train_reward"), heldout=heldout, aux=aux, name=self.name,
                    metadata=self.facts())
 
+    @property
+    def model(self) -> str:
+        """A label for the model trained: the lab's tiny Llama and its parameter count."""
+        return f"{MODEL_FAMILY}-{self.n_parameters / 1e3:.0f}k"
+
     def facts(self) -> dict[str, Any]:
-        """JSON-safe facts about the run (what ``run.json`` holds)."""
+        """JSON-safe facts about the run (what ``run.json`` holds).
+
+        ``monitor_config`` is the engine configuration the live callback ran with (the
+        :class:`satmon.monitor.MonitorConfig` fields), so a replay of the saved curves
+        (``satmon report``, :func:`satmon.replay`) can make the live decisions.
+        """
         return json_safe({
             "name": self.name,
             "setting": self.setting.name,
+            "model": self.model,
             "seed": self.seed,
             "action": self.action,
             "expected_regime": self.setting.expected_regime,
@@ -177,6 +192,7 @@ class LabRun(Result):
             "config": self.setting.to_dict(),
             "first_halt_decision": self.first_halt_decision,
             "monitor": self.monitor_trace,
+            "monitor_config": self.monitor_config,
         })
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,8 +227,11 @@ def write_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> None
 def read_lab_run(folder: str | Path) -> Run:
     """Read a saved lab run folder (``curves.csv`` + ``run.json``) back as a :class:`Run`.
 
-    The curves go through satmon's tidy-CSV reader, so a lab run is read exactly like any
-    other log; the facts in ``run.json`` become the run's metadata.
+    The same as ``satmon.analysis.read_run(folder)`` (format ``lab-run``, see
+    :mod:`satmon.analysis.readers.lab_runs`): the curves through satmon's tidy-CSV reader, the
+    run's name, metadata and live ``monitor_config`` from ``run.json``, the held-out sample
+    size from its ``config.n_heldout``, and the lab's own curves (``train_true_accuracy``,
+    ``faithfulness``) as auxiliary series.
     """
     folder = Path(folder)
     curves, facts = folder / CURVES_FILE, folder / FACTS_FILE
@@ -221,28 +240,7 @@ def read_lab_run(folder: str | Path) -> Run:
             raise FileNotFoundError(f"{folder} is not a lab run folder: {p.name} is missing "
                                     f"(a lab run folder holds {CURVES_FILE} and {FACTS_FILE}).")
     analysis = require("satmon.analysis", feature="reading lab runs")
-    meta = json.loads(facts.read_text())
-    run = analysis.read_run(curves, format="csv", preset="tidy", name=meta.get("name"))
-    # The lab's own series are not among the canonical auxiliary names the tidy preset reads.
-    extra: dict[str, tuple[list[int], list[float]]] = {}
-    with curves.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["metric"] in LAB_ONLY_METRICS:
-                steps, values = extra.setdefault(row["metric"], ([], []))
-                steps.append(int(row["step"]))
-                values.append(float(row["value"]))
-    for metric, (steps, values) in extra.items():
-        run.aux[metric] = Series.from_raw(metric, steps, values)
-    # A tidy CSV has no column for the held-out sample size; the live callback knew it, and the
-    # engine weighs held-out evidence by its binomial noise, so a replay without it would not
-    # make the live run's decisions.
-    n_heldout = (meta.get("config") or {}).get("n_heldout")
-    if n_heldout:
-        run.heldout = {name: HeldoutSeries(name=name, steps=h.steps, values=h.values,
-                                           cleaning=h.cleaning, sample_size=int(n_heldout))
-                       for name, h in run.heldout.items()}
-    run.metadata.update(meta)
-    return run
+    return analysis.read_run(folder, format="lab-run", preset="tidy")
 
 
 def _reward_functions(setting: LabSetting, model: Any, tokenizer: Any) -> tuple[list, list]:
@@ -431,8 +429,14 @@ def run_lab(setting: LabSetting, *, seed: int = 0, out_dir: str | Path,
         split.heldout_prompts, split.heldout_answers, setting.verifier(), name=HELDOUT_NAME,
         every=setting.eval_every, max_new_tokens=setting.max_completion_length,
         batch_size=setting.n_heldout)
+    # The callback would take total_steps and eval_every from the trainer and the evaluator;
+    # naming them here records the engine's whole configuration in run.json, so a replay of
+    # the saved curves uses what the live callback used.
+    monitor_params = {"total_steps": setting.max_steps, "eval_every": setting.eval_every,
+                      **dict(monitor or {})}
+    monitor_config = _monitor_config(monitor_params)
     sat_callback = cb_module.SaturationCallback(
-        dict(monitor or {}), action=action, evaluator=evaluator, heldout="evaluator",
+        dict(monitor_params), action=action, evaluator=evaluator, heldout="evaluator",
         keys={"preset": "trl"}, mlflow=True, name="satmon")
     probe = None
     if setting.with_trace:
@@ -509,7 +513,8 @@ def run_lab(setting: LabSetting, *, seed: int = 0, out_dir: str | Path,
         steps_run=steps_run, curves=curves, wall_s=time.perf_counter() - start, out_dir=out,
         mlflow_run_id=run_id, checkpoint=checkpoint, pre_rl=pre_rl,
         n_parameters=count_parameters(model),
-        monitor_trace=_compact_trace(sat_callback.history, setting.eval_every))
+        monitor_trace=_compact_trace(sat_callback.history, setting.eval_every),
+        monitor_config=monitor_config)
     spool = out / "satmon-spool"
     if spool.is_dir() and not any(spool.iterdir()):
         # The callback's MLflow spool is empty once everything reached the store.
@@ -517,6 +522,13 @@ def run_lab(setting: LabSetting, *, seed: int = 0, out_dir: str | Path,
     write_curves(curves, out / CURVES_FILE)
     (out / FACTS_FILE).write_text(json.dumps(result.facts(), indent=2, allow_nan=False) + "\n")
     return result
+
+
+def _monitor_config(params: dict[str, Any]) -> dict[str, Any]:
+    """The full engine configuration ``params`` give (every MonitorConfig field), JSON-safe."""
+    from satmon.monitor.config import MonitorConfig
+
+    return json_safe(MonitorConfig(**params).to_dict())
 
 
 def _compact_trace(history: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
@@ -527,7 +539,7 @@ def _compact_trace(history: list[dict[str, Any]], every: int) -> list[dict[str, 
         if not acted and int(row["step"]) % every:
             continue
         item = {k: row.get(k) for k in _TRACE_FIELDS if k != "message"}
-        for k in ("p_saturated", "t_sat_estimate"):
+        for k in ("p_saturated", "p_heldout_gain", "t_sat_estimate"):
             v = item.get(k)
             item[k] = round(float(v), 4) if isinstance(v, (int, float)) and math.isfinite(v) \
                 else None
