@@ -646,8 +646,8 @@ class SaturationCallback(TrainerCallback, ExportableState):
                        f"{self.name}.heldout_source": self._run.source})
         if self._run.monitor is not None:
             config = self._run.monitor.config.to_dict()
-            sink.log_params({f"{self.name}.{k}": (json.dumps(json_safe(v), sort_keys=True)
-                                                  if isinstance(v, (dict, list, tuple)) else v)
+            # JSON values, so a reader gets the types back (satmon.analysis reads them).
+            sink.log_params({f"{self.name}.{k}": json.dumps(json_safe(v), sort_keys=True)
                              for k, v in config.items()})
 
     def _log_update(self, pending: _Pending, decision: Decision) -> None:

@@ -13,6 +13,7 @@ import logging
 import math
 import statistics
 
+import numpy as np
 import pytest
 
 pytest.importorskip("trl")
@@ -83,6 +84,21 @@ def test_generalizing_run_reaches_its_last_step_and_mlflow_has_satmon_metrics(
     assert not any("/z_" in k or "bocpd" in k or "weight/" in k for k in satmon_keys)
     assert run.data.params["satmon.total_steps"] == "60"
     assert run.data.params["satmon.risk"] and "satmon.min_heldout_gain" in run.data.params
+
+    # satmon's own MLflow run reads back: its held-out series with the sample size, the
+    # config and tags as metadata, and a replay with that config makes the live decisions.
+    from satmon.analysis import read_run
+    from satmon.analysis.report import replay_run
+
+    back = read_run(f"mlflow://runs/{run.info.run_id}", tracking_uri=sqlite_tracking_uri)
+    assert list(back.heldout) == ["heldout"] and back.heldout["heldout"].sample_size == 256
+    np.testing.assert_allclose(back.heldout["heldout"].values, [v for _, v in held])
+    assert back.metadata["satmon.action"] == "halt_and_save"
+    assert back.metadata["monitor_config"]["total_steps"] == 60
+    summary = replay_run(back)
+    live_flags = [r["step"] for r in cb.history if r["action"] != "continue"]
+    assert summary.halt_step is None and summary.flag_step == (live_flags[0] if live_flags
+                                                                else None)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "satmon/heldout/heldout")]
     assert sorted(steps) == list(range(0, 61, 5))
     assert len(client.get_metric_history(run.info.run_id, "satmon/p_saturated")) == 61

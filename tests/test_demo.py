@@ -146,3 +146,19 @@ def test_run_lab_input_checks(tmp_path):
         run_lab(get_setting("generalizing"), out_dir=tmp_path, seed=-1)
     with pytest.raises(FileNotFoundError, match="curves.csv and run.json"):
         read_lab_run(tmp_path)
+
+
+def test_a_halted_run_and_its_unhalted_copy_are_linked_in_mlflow(sqlite_tracking_uri):
+    import types
+
+    import mlflow
+
+    from satmon.lab.demo import _link_runs
+
+    client = mlflow.MlflowClient(sqlite_tracking_uri)
+    exp = client.create_experiment("linking")
+    a, b = (client.create_run(exp, run_name=n).info.run_id for n in ("m", "m (unhalted copy)"))
+    _link_runs(sqlite_tracking_uri, types.SimpleNamespace(mlflow_run_id=a),
+               types.SimpleNamespace(mlflow_run_id=b))
+    assert client.get_run(a).data.tags["satmon.demo.unhalted_copy"] == b
+    assert client.get_run(b).data.tags["satmon.demo.copy_of"] == a

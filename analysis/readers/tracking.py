@@ -13,7 +13,10 @@ reference's ``?tracking_uri=``, else ``MLFLOW_TRACKING_URI``, else MLflow's defa
 Only the metric keys a :class:`satmon.keys.KeyMap` needs are fetched, each with
 ``MlflowClient.get_metric_history``; values logged at the same step keep the later one
 (by timestamp). Keys with ``@`` rewritten as ``_at_`` (verl's MLflow logger) are matched by the
-verl preset.
+verl preset. A held-out key's sample size is read from ``<key>/n`` when the run has it
+(satmon's own ``satmon/heldout/<name>/n``). The run's parameters and user tags (not MLflow's
+``mlflow.*`` system tags) become ``run.metadata`` under their own names, so ``--grid-cols
+lab.setting`` or a report's metadata columns work on MLflow runs.
 
 Reading from a tracking server is bounded: every HTTP request waits at most
 ``MLFLOW_HTTP_REQUEST_TIMEOUT`` seconds for an answer and is retried
@@ -132,6 +135,8 @@ def _run_to_satmon(client, mlrun, keymap: KeyMap, *, uri: str | None,
     except KeyError as exc:
         raise KeyError(f"{source}: {exc.args[0]}") from None
     keys = {resolved.train_key, *(k for _, k in resolved.heldout), *(k for _, k in resolved.aux)}
+    # Held-out sample sizes travel as "<key>/n" (satmon's own sink and tidy exports).
+    keys |= {f"{k}/n" for _, k in resolved.heldout if f"{k}/n" in mlrun.data.metrics}
     for key in sorted(k for k in keys if k):
         history = client.get_metric_history(run_id, key)
         # Same-step values keep the later one: order by logging time (stable for ties).
@@ -142,6 +147,15 @@ def _run_to_satmon(client, mlrun, keymap: KeyMap, *, uri: str | None,
         for m in history:
             mlog.add(m.step, key, m.value)
     mlog.n_records = len(set().union(*(mlog.history(k)[0] for k in mlog.keys())))
+    # The run's parameters and user tags are metadata (for grids and report columns) under
+    # their own names; MLflow's system tags (mlflow.*) are left out, and the reader's own keys
+    # below win over a parameter or tag of the same name.
+    mlog.metadata.update({k: v for k, v in mlrun.data.tags.items()
+                          if not k.startswith("mlflow.")})
+    mlog.metadata.update(dict(mlrun.data.params))
+    config = _monitor_config_from_params(mlrun.data.params)
+    if config:
+        mlog.metadata["monitor_config"] = config
     mlog.metadata.update({
         "tracking_uri": _public_uri(uri or os.environ.get("MLFLOW_TRACKING_URI")),
         "run_id": run_id,
@@ -151,6 +165,31 @@ def _run_to_satmon(client, mlrun, keymap: KeyMap, *, uri: str | None,
         "status": mlrun.info.status,
     })
     return build_run(mlog, keymap, name=name, default_name=mlrun.info.run_name or run_id)
+
+
+def _monitor_config_from_params(params: dict[str, str], prefix: str = "satmon.") -> dict:
+    """The engine configuration satmon's callback logged as ``satmon.<field>`` parameters
+    (values as MLflow keeps them: strings; JSON for lists and mappings), so a replay of the
+    run uses the live configuration."""
+    import json
+
+    from satmon.monitor import MonitorConfig
+
+    fields = set(MonitorConfig.__dataclass_fields__)
+    out = {}
+    for key, text in params.items():
+        name = key[len(prefix):] if key.startswith(prefix) else None
+        if name not in fields or name == "prior":
+            continue
+        try:
+            out[name] = json.loads(text)
+        except ValueError:
+            if text != "None":
+                out[name] = text
+        else:
+            if isinstance(out[name], list):
+                out[name] = tuple(out[name])
+    return out
 
 
 def _experiment_runs(client, experiment_ids: list[str]) -> list:

@@ -311,6 +311,7 @@ def run_demo(*, out_dir: str | Path = "satmon-demo", settings: Sequence[str] = D
                                    experiment=DEMO_EXPERIMENT, run_name=copy_name,
                                    progress=display.update)
                 display.finish(unhalted)
+                _link_runs(uri, run, unhalted)
             rows.append(DemoRow(setting=setting, run=run, unhalted=unhalted))
     files = {"mlflow": str(out / "mlflow.db")}
     files.update(write_demo_report(rows, out))
@@ -320,6 +321,15 @@ def run_demo(*, out_dir: str | Path = "satmon-demo", settings: Sequence[str] = D
     (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2,
                                                  allow_nan=False) + "\n")
     return result
+
+
+def _link_runs(uri: str, halted: LabRun, copy: LabRun) -> None:
+    """Tag a halted run and its unhalted copy with each other's MLflow run id (and name)."""
+    if not (halted.mlflow_run_id and copy.mlflow_run_id):
+        return
+    client = require("mlflow.tracking", feature="the demo's MLflow store").MlflowClient(uri)
+    client.set_tag(halted.mlflow_run_id, "satmon.demo.unhalted_copy", copy.mlflow_run_id)
+    client.set_tag(copy.mlflow_run_id, "satmon.demo.copy_of", halted.mlflow_run_id)
 
 
 def write_demo_report(rows: Sequence[DemoRow], out: Path) -> dict[str, str]:
