@@ -438,14 +438,15 @@ def run_lab(setting: LabSetting, *, seed: int = 0, out_dir: str | Path,
     sat_callback = cb_module.SaturationCallback(
         dict(monitor_params), action=action, evaluator=evaluator, heldout="evaluator",
         keys={"preset": "trl"}, mlflow=True, name="satmon")
-    probe = None
+    probe: Callable[[Any, int], float] | None = None
     if setting.with_trace:
         task = setting.task
         probe_prompts = split.heldout_prompts[:FAITHFULNESS_PROMPTS]
 
-        def probe(m: Any, step: int) -> float:
+        def faithfulness_probe(m: Any, step: int) -> float:
             return measure_faithfulness(m, tokenizer, task, probe_prompts,
                                         rollouts=FAITHFULNESS_ROLLOUTS, seed=seed + step).mean
+        probe = faithfulness_probe
     recorder = _make_recorder(name, setting, sat_callback, progress, probe)
 
     with warnings.catch_warnings():
