@@ -33,8 +33,7 @@ def monitor_figure(rows: Sequence[Mapping[str, Any]], *, title: str = "satmon",
     -------
     A matplotlib figure; the caller logs it and closes it (:func:`close_figure`).
     """
-    plots = require("satmon.analysis.plots", feature="satmon figures")
-    report = require("satmon.analysis.report", feature="satmon figures")
+    from satmon.analysis import plots, report
     from satmon.run import Run
 
     train = [(r["step"], r["train_reward"]) for r in rows if _finite(r.get("train_reward"))]

@@ -245,8 +245,8 @@ def live_replay_summary(run: LabRun, full: LabRun) -> Any:
     best held-out accuracy ``full`` reached after the halt minus the accuracy at the halt. The
     report, ``demo.png`` and ``plots/`` all draw this one summary.
     """
-    report = require("satmon.analysis.report", feature="the demo report")
-    replay = require("satmon.replay", feature="the demo report")
+    from satmon import replay
+    from satmon.analysis import report
 
     held = full.curves.get("heldout_acc", [])
     regret = (replay.heldout_regret([s for s, _ in held], [v for _, v in held], run.halt_step)
@@ -334,8 +334,9 @@ def _link_runs(uri: str, halted: LabRun, copy: LabRun) -> None:
 
 def write_demo_report(rows: Sequence[DemoRow], out: Path) -> dict[str, str]:
     """The post-hoc report and plots of the demo's full-length runs."""
-    analysis_report = require("satmon.analysis.report", feature="the demo report")
-    plots = require("satmon.analysis.plots", feature="the demo plots")
+    from satmon.analysis import plots
+    from satmon.analysis import report as analysis_report
+
     runs = []
     live = {}
     for row in rows:

@@ -239,8 +239,9 @@ def read_lab_run(folder: str | Path) -> Run:
         if not p.is_file():
             raise FileNotFoundError(f"{folder} is not a lab run folder: {p.name} is missing "
                                     f"(a lab run folder holds {CURVES_FILE} and {FACTS_FILE}).")
-    analysis = require("satmon.analysis", feature="reading lab runs")
-    return analysis.read_run(folder, format="lab-run", preset="tidy")
+    from satmon.analysis import read_run
+
+    return read_run(folder, format="lab-run", preset="tidy")
 
 
 def _reward_functions(setting: LabSetting, model: Any, tokenizer: Any) -> tuple[list, list]:
@@ -320,7 +321,10 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_dir: Path | None) -
 
 
 def _callbacks_module():
-    return require("satmon.callbacks.saturation", feature="lab runs")
+    # Imported when a run starts: the callbacks need transformers (the hf extra).
+    from satmon.callbacks import saturation
+
+    return saturation
 
 
 def _make_recorder(run_name: str, setting: LabSetting, sat_callback: Any,
@@ -410,7 +414,7 @@ def run_lab(setting: LabSetting, *, seed: int = 0, out_dir: str | Path,
     transformers = require("transformers", feature="lab runs")
     mlflow = require("mlflow", feature="logging lab runs")
     cb_module = _callbacks_module()
-    heldout_module = require("satmon.callbacks.heldout", feature="lab runs")
+    from satmon.callbacks import heldout as heldout_module
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
