@@ -1,17 +1,50 @@
-"""``satmon export``: convert any supported log into the tidy ``step,metric,value`` CSV.
-
-``satmon analyze`` (in :mod:`satmon.cli`) reads its run with the same readers; this module adds
-the export command and keeps its imports (readers, numpy) inside the handler.
-"""
+"""``satmon analyze`` (the exact analysis of one run) and ``satmon export`` (any supported
+log as the tidy ``step,metric,value`` CSV); readers and numpy load inside the handlers."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from satmon.cli import add_reader_arguments, command
+from satmon._registry import Commands
+from satmon.analysis.cli_args import (add_reader_arguments, add_saturation_arguments,
+                                      read_run_from_args)
+
+COMMANDS = Commands()
 
 _STDOUT_BLOCK = 1 << 16
+
+
+def _analyze_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a log file, trainer_state.json, checkpoint folder, lab run "
+                                "folder or MLflow run")
+    add_reader_arguments(p)
+    add_saturation_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the analysis as JSON")
+
+
+
+@COMMANDS.command("analyze", "exact post-hoc saturation analysis of one run", _analyze_arguments)
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from satmon.results import json_safe
+    from satmon.saturation import analyze_saturation
+
+    run = read_run_from_args(args)
+    result = analyze_saturation(run, eps=args.eps, end_margin=args.end_margin,
+                                heldout_policy=args.heldout_policy)
+    if args.json:
+        out = result.to_dict()
+        # The run's scalar metadata (its source's facts and --meta / --meta-file values).
+        out["metadata"] = {str(k): v for k, v in run.metadata.items()
+                           if isinstance(v, (str, int, float, bool)) or v is None}
+        out["heldout_sample_sizes"] = {k: h.sample_size for k, h in run.heldout.items()}
+        print(json.dumps(json_safe(out), indent=2, allow_nan=False))
+    else:
+        print(result.summary())
+        if not run.heldout:
+            print("  (no held-out series found: pass --heldout-key to name one)")
+    return 0
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,10 +64,9 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     add_reader_arguments(p, meta=False)
 
 
-@command("export", "write a run's series as a tidy step,metric,value CSV", _export_arguments)
+@COMMANDS.command("export", "write a run's series as a tidy step,metric,value CSV", _export_arguments)
 def _cmd_export(args: argparse.Namespace) -> int:
     from satmon.analysis.export import export_metric_names, tidy_csv_text, write_tidy_csv
-    from satmon.cli import read_run_from_args
 
     run = read_run_from_args(args)
     options = {"heldout_names": args.heldout_names, "all_metrics": args.all_metrics}

@@ -17,7 +17,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from satmon.cli import add_reader_arguments, add_saturation_arguments, command
+from satmon._registry import Commands
+from satmon.analysis.cli_args import (add_reader_arguments, add_saturation_arguments,
+                                      apply_meta_options, print_read_notes)
+
+COMMANDS = Commands()
+command = COMMANDS.command
 
 log = logging.getLogger("satmon.report")
 
@@ -106,7 +111,6 @@ def read_sources(args: argparse.Namespace) -> list[Any]:
     """
     from satmon.analysis import read_runs
     from satmon.analysis.readers import ReadError
-    from satmon.cli import apply_meta_options, print_read_notes
 
     runs = []
     for source in _progress(list(args.sources), args.progress, "reading"):

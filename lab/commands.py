@@ -1,7 +1,7 @@
 """``satmon demo`` and ``satmon lab ...``: the lab's subcommands.
 
-Registered through :func:`satmon.cli.command`; torch, TRL and MLflow load inside the handlers,
-so ``satmon --help`` stays fast.
+Registered in this module's ``COMMANDS`` (:mod:`satmon._registry`); torch, TRL and MLflow
+load inside the handlers, so ``satmon --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from satmon.cli import command
+from satmon._registry import Commands
+
+COMMANDS = Commands()
+command = COMMANDS.command
 from satmon.lab.settings import SETTINGS
 
 

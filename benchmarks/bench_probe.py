@@ -1,0 +1,201 @@
+"""Benchmark, lab tier: does the pre-RL probe predict the regime RL then shows?
+
+Run from the repository root:
+
+    python benchmarks/bench_probe.py --quick      # 4 variants x 3 seeds x 100 GRPO steps
+    python benchmarks/bench_probe.py              # 4 variants x 5 seeds x 300 GRPO steps
+
+Pre-RL variants, all on the lab's running-sum task with 8 RL prompts (the ``sft-answers`` and
+``sft-traces`` presets of :mod:`satmon.lab.settings`, plus shorter and longer trace SFT made
+with ``LabSetting.with_overrides``; the lab itself is unchanged):
+
+* ``sft-answers``: SFT on final answers only (no scratchpad: the exact rubric scores 0);
+* ``sft-traces-40`` / ``sft-traces`` (150 steps) / ``sft-traces-400``: SFT on scratchpads.
+
+For each variant and seed the benchmark rebuilds the pre-RL model exactly as
+``satmon.lab.runner.run_lab`` does (same seed, same splits, same SFT call), probes it with
+:func:`satmon.probe.probe` (8 held-out prompts x 16 rollouts, exact judge, temperature 1 -
+the prompts and seed ``run_lab`` uses for its own ``pre_rl`` faithfulness, which the benchmark
+checks it reproduces), then runs RL with ``run_lab`` (flag mode, nothing halted) and reads the
+observed regime from held-out accuracy against true labels: **generalizing** when the held-out
+gain over the run, ``mean(last 3 evaluations) - M(0)``, is at least ``--min-gain`` (0.05).
+
+It reports the AUROC of each pre-RL measure (faithfulness, raw diversity = distinct final
+answers per prompt, faithful diversity) for the observed regime, with a 95% bootstrap interval
+over seeds (seeds resampled within each variant). AUROC is undefined when every run shows the
+same regime; the table then says so. It prints tables and never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROBE_PROMPTS = 8
+PROBE_ROLLOUTS = 16
+
+
+def variants():
+    from satmon.lab.settings import SETTINGS
+
+    answers, traces = SETTINGS["sft-answers"], SETTINGS["sft-traces"]
+    return {"sft-answers": answers,
+            "sft-traces-40": traces.with_overrides(name="sft-traces-40", sft_steps=40),
+            "sft-traces": traces,
+            "sft-traces-400": traces.with_overrides(name="sft-traces-400", sft_steps=400)}
+
+
+def pre_rl_model(setting, seed):
+    """The model ``run_lab`` trains with RL, before RL (same construction, public functions)."""
+    from satmon.lab.models import build_char_tokenizer, build_tiny_model
+    from satmon.lab.sft import supervised_finetune
+
+    splits = setting.splits(seed)
+    tok = build_char_tokenizer(setting.task.alphabet)
+    model = build_tiny_model(tok, seed=seed)
+    if splits.format:
+        supervised_finetune(model, tok, [(e.prompt, e.answer) for e in splits.format],
+                            steps=setting.format_steps,
+                            learning_rate=setting.sft_learning_rate, seed=seed + 1)
+    pairs = [(e.prompt, setting.task.completion(e.prompt, with_trace=setting.with_trace))
+             for e in splits.sft]
+    supervised_finetune(model, tok, pairs, steps=setting.sft_steps,
+                        learning_rate=setting.sft_learning_rate, seed=seed)
+    return model, tok, splits
+
+
+def probe_pre_rl(setting, seed):
+    from satmon.lab.traces import final_answer, scratchpad
+    from satmon.probe import ExactJudge, probe
+
+    model, tok, splits = pre_rl_model(setting, seed)
+    prompts = list(splits.rl.heldout_prompts[:PROBE_PROMPTS])
+    answers = [setting.task.answer(p) for p in prompts]
+    with_trace = setting.with_trace
+
+    def extract(c):
+        return final_answer(c, with_trace=with_trace)
+
+    return probe(model, prompts, answers, tokenizer=tok, verifier=setting.verifier(),
+                 judge=ExactJudge(setting.task), k=PROBE_ROLLOUTS, temperature=1.0, seed=seed,
+                 max_new_tokens=setting.task.length + 2, batch_size=PROBE_PROMPTS,
+                 extract_answer=extract,
+                 extract_reasoning=scratchpad if with_trace else (lambda c: None))
+
+
+def auroc(scores, labels):
+    """P(score of a positive > score of a negative), ties half; NaN without both classes."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = s[y], s[~y]
+    if pos.size == 0 or neg.size == 0:
+        return math.nan
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def bootstrap_auroc(rows, key, *, seed=0, resamples=2000):
+    """AUROC and a 95% interval, resampling seeds within each variant."""
+    rng = np.random.default_rng(seed)
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["variant"], []).append(r)
+    point = auroc([r[key] for r in rows], [r["generalizing"] for r in rows])
+    values = []
+    for _ in range(resamples):
+        sample = [g[i] for g in groups.values() for i in rng.integers(0, len(g), len(g))]
+        values.append(auroc([r[key] for r in sample], [r["generalizing"] for r in sample]))
+    values = np.asarray(values)
+    values = values[np.isfinite(values)]
+    if values.size < resamples // 2:
+        return point, math.nan, math.nan
+    return point, float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
+
+
+def fmt(x, digits=3):
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) \
+        else f"{x:.{digits}f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="3 seeds x 100 GRPO steps (about 5 minutes on 2 cores)")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3 / 5)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="GRPO steps per run (default 100 with --quick, else the presets' 300)")
+    ap.add_argument("--min-gain", type=float, default=0.05,
+                    help="held-out gain that counts as generalizing (default 0.05)")
+    ap.add_argument("--out", default=None, help="folder for the lab runs (default: a temp dir)")
+    args = ap.parse_args(argv)
+    from satmon._optional import require
+    from satmon.lab.runner import run_lab
+
+    require("torch").set_num_threads(1)
+    seeds = list(range(args.seeds or (3 if args.quick else 5)))
+    steps = args.steps or (100 if args.quick else None)
+    start = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
+        root = Path(args.out or tmp)
+        for name, setting in variants().items():
+            if steps is not None:
+                setting = setting.with_overrides(max_steps=steps)
+            for seed in seeds:
+                result = probe_pre_rl(setting, seed)
+                run = run_lab(setting, seed=seed, out_dir=root / name / f"s{seed}",
+                              action="flag", experiment="bench-probe")
+                curve = run.curves["heldout_acc"]
+                m0 = curve[0][1]
+                late = float(np.mean([v for _, v in curve[-3:]]))
+                lab_faith = run.pre_rl.get("faithfulness", {}).get("mean")
+                d = result.diversity
+                rows.append({"variant": name, "seed": seed, "faith": result.faithfulness,
+                             "faith_lo": result.faithfulness_interval[0],
+                             "faith_hi": result.faithfulness_interval[1],
+                             "lab_faith": lab_faith, "acc": result.accuracy,
+                             "raw_div": d["distinct_answers"],
+                             "faith_div": d["faithful_diversity"], "m0": m0, "late": late,
+                             "gain": late - m0, "generalizing": late - m0 >= args.min_gain})
+                print(f"  {name} s{seed}: faithfulness {fmt(result.faithfulness)} "
+                      f"(lab {fmt(lab_faith)}), held-out {fmt(m0)} -> {fmt(late)}",
+                      file=sys.stderr, flush=True)
+    print(f"Pre-RL probe vs observed regime ({len(seeds)} seeds, "
+          f"{steps or 'preset'} GRPO steps, generalizing = held-out gain >= {args.min_gain})")
+    header = ["variant", "seed", "faith", "95% CI", "lab faith", "acc", "raw div",
+              "faith div", "M(0)", "M(end)", "gain", "regime"]
+    table = [[r["variant"], str(r["seed"]), fmt(r["faith"]),
+              f"{fmt(r['faith_lo'])}-{fmt(r['faith_hi'])}", fmt(r["lab_faith"]), fmt(r["acc"]),
+              fmt(r["raw_div"], 2), fmt(r["faith_div"]), fmt(r["m0"]), fmt(r["late"]),
+              f"{r['gain']:+.3f}", "gen" if r["generalizing"] else "mem"] for r in rows]
+    from satmon.results import text_table
+
+    print(text_table(header, table))
+    print()
+    print("AUROC for the observed regime (95% bootstrap interval over seeds)")
+    n_gen = sum(r["generalizing"] for r in rows)
+    auc_rows = []
+    for key, label in (("faith", "faithfulness"), ("raw_div", "raw diversity (distinct "
+                                                              "answers)"),
+                       ("faith_div", "faithful diversity")):
+        point, lo, hi = bootstrap_auroc(rows, key)
+        auc_rows.append([label, fmt(point), f"{fmt(lo)}-{fmt(hi)}"])
+    print(text_table(["pre-RL measure", "AUROC", "95% CI"], auc_rows))
+    print(f"{n_gen} of {len(rows)} runs generalizing"
+          + (" - AUROC undefined: every run shows the same regime" if n_gen in (0, len(rows))
+             else ""))
+    mismatch = [r for r in rows if r["lab_faith"] is not None
+                and abs(r["lab_faith"] - r["faith"]) > 1e-9]
+    print(f"probe reproduces run_lab's own pre-RL faithfulness: "
+          f"{'yes' if not mismatch else f'NO ({len(mismatch)} runs differ)'}")
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
