@@ -245,11 +245,11 @@ def live_replay_summary(run: LabRun, full: LabRun) -> Any:
     best held-out accuracy ``full`` reached after the halt minus the accuracy at the halt. The
     report, ``demo.png`` and ``plots/`` all draw this one summary.
     """
-    from satmon import replay
     from satmon.analysis import report
+    from satmon.replay import heldout_regret
 
     held = full.curves.get("heldout_acc", [])
-    regret = (replay.heldout_regret([s for s, _ in held], [v for _, v in held], run.halt_step)
+    regret = (heldout_regret([s for s, _ in held], [v for _, v in held], run.halt_step)
               if run.halted else 0.0)
     return report.ReplaySummary.from_records(
         full.monitor_trace, halt_step=run.halt_step, reason=run.reason, message=run.message,

@@ -162,3 +162,25 @@ def test_a_halted_run_and_its_unhalted_copy_are_linked_in_mlflow(sqlite_tracking
                types.SimpleNamespace(mlflow_run_id=b))
     assert client.get_run(a).data.tags["satmon.demo.unhalted_copy"] == b
     assert client.get_run(b).data.tags["satmon.demo.copy_of"] == a
+
+
+def test_live_summary_of_a_halted_run_and_its_copy():
+    """The summary the demo's report and plots draw: the halted run's halt, the unhalted
+    copy's traces, and the regret the copy shows after the halt."""
+    import types
+
+    from satmon.lab.demo import live_replay_summary
+
+    trace = [{"step": s, "action": "continue" if s < 40 else "halt", "reason": None,
+              "p_saturated": s / 60, "p_heldout_gain": 0.5 if s < 40 else 0.001}
+             for s in range(0, 61, 10)]
+    halted = types.SimpleNamespace(halted=True, halt_step=40, reason="memorizing",
+                                   message="MEMORIZING at step 40", compute_saved=1 / 3,
+                                   monitor_trace=trace[:5])
+    copy = types.SimpleNamespace(monitor_trace=trace, curves={"heldout_acc": [
+        (0, 0.2), (20, 0.3), (40, 0.3), (60, 0.34)]})
+    s = live_replay_summary(halted, copy)
+    assert (s.halt_step, s.reason, s.flag_step) == (40, "memorizing", 40)
+    assert list(s.steps) == [0, 10, 20, 30, 40, 50, 60]
+    assert s.regret == pytest.approx(0.04)
+    assert s.p_heldout_gain[-1] == pytest.approx(0.001)
