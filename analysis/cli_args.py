@@ -32,7 +32,7 @@ def add_reader_arguments(p: argparse.ArgumentParser, *, format_alias: bool = Tru
     p.add_argument("--heldout-key", metavar="KEY", action="append", default=None,
                    help="metric key of a held-out accuracy series; repeat for several "
                         "(default: detected by preset)")
-    p.add_argument("--preset", choices=["auto", "trl", "verl", "tidy"], default="auto",
+    p.add_argument("--preset", choices=["auto", "trl", "verl", "openrlhf", "tidy"], default="auto",
                    help="key-mapping preset (default: auto)")
     p.add_argument("--input-format", dest="fmt", default="auto", metavar="FORMAT",
                    help="input format: auto, csv, tidy-csv, wide-csv, jsonl, trainer-state, "

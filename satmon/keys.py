@@ -25,6 +25,14 @@ Presets (``preset=``):
     KL loss: ``critic/kl``, the KL penalty in the reward), ``response_length/clip_ratio``.
     ``actor/ppo_kl`` is deliberately not read as ``kl``: it measures the policy change within
     one update, not the distance from the reference model.
+``openrlhf``
+    OpenRLHF (TensorBoard and wandb): training reward ``train/reward`` (else ``reward``, the
+    same key without the prefix: wandb exports, JSONL); held-out ``eval/eval_<ds>_pass1`` (or
+    ``eval_<ds>_pass1``), one per data source, named ``<ds>`` (the ``eval/`` spelling wins
+    over the bare one of the same source; ``eval_<ds>_pass<N>`` for N > 1 is pass@N, not
+    accuracy, and is not read; ``eval_avg_pass1``, the mean over data sources, is read only
+    when there is no per-source key); auxiliaries ``train/kl``, ``train/response_length``,
+    ``train/entropy`` (or the same without ``train/``).
 ``tidy``
     satmon's own names: ``train_reward``, ``heldout_acc`` or ``heldout_acc/<name>``, and the
     canonical auxiliary names.
@@ -67,7 +75,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PRESETS = ("auto", "trl", "verl", "tidy")
+PRESETS = ("auto", "trl", "verl", "tidy", "openrlhf")
 AUX_NAMES = ("entropy", "response_length", "kl", "frac_reward_zero_std", "reward_std",
              "clipped_ratio")
 
@@ -90,6 +98,11 @@ _AUX_CANDIDATES: dict[str, dict[str, tuple[str, ...]]] = {
         "kl": ("actor/kl_loss", "critic/kl"),
         "clipped_ratio": ("response_length/clip_ratio",),
     },
+    "openrlhf": {
+        "entropy": ("train/entropy", "entropy"),
+        "response_length": ("train/response_length", "response_length"),
+        "kl": ("train/kl", "kl"),
+    },
     "tidy": {name: (name,) for name in AUX_NAMES},
 }
 
@@ -97,6 +110,7 @@ _TRL_REWARD_FN = re.compile(r"^rewards/(?P<fn>[^/]+)(?:/mean)?$")
 _TRL_EVAL_FN = re.compile(r"^eval_rewards/(?P<fn>[^/]+)(?:/mean)?$")
 _VERL_CORE = re.compile(r"^val-core/(?P<ds>.+)/(?P<var>[^/]+)/mean(?:@|_at_)(?P<n>\d+)$")
 _VERL_OLD = re.compile(r"^val/test_score/(?P<ds>.+)$")
+_OPENRLHF_EVAL = re.compile(r"^(?:eval/)?eval_(?P<ds>.+)_pass1$")
 SATMON_TRAIN = "satmon/train_reward"
 _SATMON_HELDOUT = re.compile(r"^satmon/heldout/(?P<name>.+)$")
 
@@ -234,8 +248,15 @@ def detect_preset(keys: Iterable[str]) -> str | None:
 
     A ``train_reward`` key means satmon's own tidy names (no trainer logs that key; a tidy
     export with ``--all-metrics`` also holds the original keys of a verl or TRL log). Then verl
-    keys, the most specific (``critic/``, ``actor/``, ``val-core/``); satmon's other tidy names
-    next; TRL's last, since its ``reward`` and ``entropy`` are generic words.
+    keys, the most specific (``critic/``, ``actor/``, ``val-core/``); then OpenRLHF's, only by
+    its evaluation keys ``[eval/]eval_<ds>_pass1`` (its ``train/reward`` is also what
+    transformers' TensorBoard callback writes for a TRL run, so it decides nothing); satmon's
+    other tidy names next; TRL's last, since its ``reward`` and ``entropy`` are generic words.
+
+    >>> detect_preset(["train/reward", "eval/eval_aime_pass1"])
+    'openrlhf'
+    >>> detect_preset(["train/reward"]) is None
+    True
     """
     keys = set(keys)
     if TIDY_TRAIN in keys:
@@ -243,6 +264,8 @@ def detect_preset(keys: Iterable[str]) -> str | None:
     if any(k.startswith(("critic/score/", "critic/rewards/", "val-core/", "val/test_score/"))
            for k in keys):
         return "verl"
+    if any(_OPENRLHF_EVAL.match(k) for k in keys):
+        return "openrlhf"
     if TIDY_TRAIN in keys or TIDY_HELDOUT in keys or any(
             k.startswith(TIDY_HELDOUT + "/") for k in keys):
         return "tidy"
@@ -261,6 +284,8 @@ def heldout_name(key: str, preset: str | None = None) -> str:
     'accuracy'
     >>> heldout_name("val-core/openai/gsm8k/reward/mean_at_1")
     'openai/gsm8k'
+    >>> heldout_name("eval/eval_aime_pass1", "openrlhf")
+    'aime'
     """
     m = None
     if preset in (None, "auto", "trl"):
@@ -273,6 +298,10 @@ def heldout_name(key: str, preset: str | None = None) -> str:
             return m.group("ds")
     if preset in (None, "auto", "tidy") and key.startswith(TIDY_HELDOUT + "/"):
         return key[len(TIDY_HELDOUT) + 1:]
+    if preset in (None, "auto", "openrlhf"):
+        m = _OPENRLHF_EVAL.match(key)
+        if m:
+            return m.group("ds")
     m = _SATMON_HELDOUT.match(key)
     if m:
         return m.group("name")
@@ -345,7 +374,8 @@ class KeyMap:
     Parameters
     ----------
     preset:
-        ``"auto"`` (detect), ``"trl"``, ``"verl"`` or ``"tidy"``; see the module docstring.
+        ``"auto"`` (detect), ``"trl"``, ``"verl"``, ``"tidy"`` or ``"openrlhf"``; see the
+        module docstring.
     train_key:
         The training-reward key, overriding the preset.
     heldout_keys:
@@ -468,7 +498,7 @@ class KeyMap:
             raise UnknownKeyError(
                 "No training-reward key found"
                 + (f" for preset {preset!r}" if preset else
-                   " (the keys match none of the presets trl, verl, tidy)")
+                   " (the keys match none of the presets trl, verl, tidy, openrlhf)")
                 + f"; pass train_key.{hint} Keys found ({len(present)}): "
                   f"{format_key_list(present)}.",
                 key=None, available=present, suggestions=likely)
@@ -556,6 +586,8 @@ def _preset_train_key_of(preset: str | None, present: set[str]) -> str | None:
             if key in present:
                 return key
         return None
+    if preset == "openrlhf":
+        return next((k for k in ("train/reward", "reward") if k in present), None)
     if preset == "trl":
         if "reward" in present:
             return "reward"
@@ -602,4 +634,14 @@ def _preset_heldout_of(preset: str | None, present: set[str],
             return sorted(((ds if vars_per_ds[ds] == 1 else f"{ds}/{var}"), key)
                           for (ds, var), (_, key) in core.items())
         return sorted((m.group("ds"), k) for k in present if (m := _VERL_OLD.match(k)))
+    if preset == "openrlhf":
+        by_ds: dict[str, str] = {}
+        for k in sorted(present):
+            m = _OPENRLHF_EVAL.match(k)
+            # The prefixed TensorBoard spelling wins over a bare one of the same source.
+            if m and (m.group("ds") not in by_ds or k.startswith("eval/")):
+                by_ds[m.group("ds")] = k
+        if len(by_ds) > 1:
+            by_ds.pop("avg", None)  # the mean over the sources: only when it is all there is
+        return sorted(by_ds.items())
     return []

@@ -22,11 +22,20 @@ VERL_OLD = ["critic/score/mean", "actor/entropy_loss", "critic/kl", "actor/ppo_k
             "response_length/mean", "val/test_score/openai/gsm8k"]
 VERL_MLFLOW = ["critic/score/mean", "val-core/math/acc/mean_at_4", "val-core/math/acc/mean_at_1"]
 TIDY = ["train_reward", "heldout_acc/gsm8k", "heldout_acc/math", "entropy", "kl"]
+# OpenRLHF's TensorBoard tags (pass@4 and the mean over sources are not held-out series).
+OPENRLHF_TB = ["train/reward", "train/kl", "train/response_length", "train/entropy",
+               "train/policy_loss", "eval/eval_math_pass1", "eval/eval_math_pass4",
+               "eval/eval_gsm8k_pass1", "eval/eval_avg_pass1"]
+OPENRLHF_WANDB = ["reward", "kl", "eval_aime_pass1"]  # the same without the prefixes
 
 
 @pytest.mark.parametrize("keys, preset", [
     (TRL_NEW, "trl"), (TRL_OLD, "trl"), (VERL_NEW, "verl"), (VERL_OLD, "verl"),
     (VERL_MLFLOW, "verl"), (TIDY, "tidy"), (["train_reward", "heldout_acc"], "tidy"),
+    (OPENRLHF_TB, "openrlhf"), (OPENRLHF_WANDB, "openrlhf"), (["eval_avg_pass1"], "openrlhf"),
+    # Only an evaluation key says OpenRLHF: train/reward alone is also a TRL run's TensorBoard
+    # tag, and pass@N alone is no accuracy to read.
+    (["train/reward", "train/kl"], None), (["eval/eval_math_pass4"], None),
     (["loss", "accuracy"], None), ([], None),
 ])
 def test_detect_preset(keys, preset):
@@ -52,6 +61,13 @@ def test_detect_preset(keys, preset):
     (["critic/rewards/mean"], "critic/rewards/mean", (), {}),
     (TIDY, "train_reward", (("gsm8k", "heldout_acc/gsm8k"), ("math", "heldout_acc/math")),
      {"entropy": "entropy", "kl": "kl"}),
+    (OPENRLHF_TB, "train/reward",
+     (("gsm8k", "eval/eval_gsm8k_pass1"), ("math", "eval/eval_math_pass1")),
+     {"entropy": "train/entropy", "response_length": "train/response_length", "kl": "train/kl"}),
+    (OPENRLHF_WANDB, "reward", (("aime", "eval_aime_pass1"),), {"kl": "kl"}),
+    # The mean over data sources is read when it is all there is.
+    (["train/reward", "eval/eval_avg_pass1"], "train/reward", (("avg", "eval/eval_avg_pass1"),),
+     {}),
 ])
 def test_resolve_presets(keys, train, heldout, aux):
     r = KeyMap().resolve(keys)
@@ -151,6 +167,8 @@ def test_pick_per_log_dict():
     ("val-core/openai/gsm8k/reward/mean@16", "verl", "openai/gsm8k"),
     ("val/test_score/math", None, "math"),
     ("heldout_acc/aime", "tidy", "aime"),
+    ("eval/eval_aime_pass1", "openrlhf", "aime"), ("eval_aime_pass1", None, "aime"),
+    ("eval/eval_aime_pass4", "openrlhf", "eval/eval_aime_pass4"),
     ("eval_rewards/acc/mean", "verl", "eval_rewards/acc/mean"),
     ("my_metric", None, "my_metric"),
 ])
@@ -158,8 +176,19 @@ def test_heldout_name(key, preset, name):
     assert heldout_name(key, preset) == name
 
 
+def test_openrlhf_prefixed_spelling_wins_and_explicit_keys_are_named_by_source():
+    keys = ["train/reward", "eval/eval_math_pass1", "eval_math_pass1"]
+    assert KeyMap().resolve(keys).heldout == (("math", "eval/eval_math_pass1"),)
+    r = KeyMap(preset="openrlhf", heldout_keys=["eval_math_pass1"]).resolve(keys)
+    assert r.heldout == (("math", "eval_math_pass1"),)
+    picked = KeyMap(preset="openrlhf").pick({"train/reward": 0.4, "train/kl": 0.01})
+    assert (picked.train, picked.heldout, picked.aux) == (0.4, {}, {"kl": 0.01})
+    assert KeyMap(preset="openrlhf").resolve(VERL_NEW, strict=False).train_key is None
+
+
 @pytest.mark.parametrize("kwargs, exc, match", [
-    ({"preset": "openrlhf"}, ValueError, "must be one of \\['auto', 'trl', 'verl', 'tidy'\\]"),
+    ({"preset": "wandb"}, ValueError,
+     "must be one of \\['auto', 'trl', 'verl', 'tidy', 'openrlhf'\\]"),
     ({"train_key": 3}, TypeError, "'train_key' parameter of KeyMap must be a non-empty string"),
     ({"train_key": ""}, TypeError, "non-empty string"),
     ({"heldout_keys": 5}, TypeError, "list of keys or a {name: key} mapping"),

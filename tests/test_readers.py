@@ -420,7 +420,7 @@ def test_missing_file_and_bad_options(tmp_path):
     with pytest.raises(ValueError, match="'format' parameter must be 'auto', 'csv' or one of"):
         read_run(path, format="parquet")
     with pytest.raises(ValueError, match="'preset' parameter of KeyMap must be one of"):
-        read_run(path, preset="openrlhf")
+        read_run(path, preset="wandb")
 
 
 def test_missing_key_lists_the_keys_found(tmp_path):

@@ -10,8 +10,8 @@ Modules (each docstring is the documentation of its part):
 
 ``followers``    incremental readers: verl JSONL, verl/TRL console, MLflow run, TensorBoard
                  folder; file replacement, truncation, partial lines, a store that is down;
-``metric_keys``  key resolution through :class:`satmon.keys.KeyMap`, plus OpenRLHF's keys and
-                 transformers' TensorBoard tags;
+``metric_keys``  key resolution through :class:`satmon.keys.KeyMap` (OpenRLHF's keys are its
+                 ``openrlhf`` preset), plus transformers' TensorBoard tags;
 ``halting``      checkpoints (verl ``global_step_N/`` + ``latest_checkpointed_iteration.txt``,
                  transformers ``checkpoint-N/``) and stop actions (stop file, command, signal);
 ``watcher``      the loop, run states, state file, decision log, output, exit status;

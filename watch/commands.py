@@ -24,7 +24,9 @@ _DESCRIPTION = """\
 Follow one or more live training runs and feed the online saturation monitor (the engine of
 the trainer callback) as they log. SOURCE is a verl JSONL file-logger file, a verl or TRL
 console log being written, an MLflow run (mlflow://runs/<id>, runs:/<id>, with
---tracking-uri for a sqlite store, a tracking server or a file store), or a TensorBoard log
+--tracking-uri for a sqlite store, a tracking server or a file store), every active run of an
+MLflow experiment (mlflow://experiments/<name>: new runs are picked up, finished runs are
+reported and dropped; it ends with --idle-exit once no run is active), or a TensorBoard log
 folder. On HALT the watcher waits for the first checkpoint at or after the halt step under
 --checkpoint-dir (verl global_step_N/ with latest_checkpointed_iteration.txt, transformers
 checkpoint-N/), then runs the stop action once: --stop-file, --on-halt CMD (decision in
@@ -57,7 +59,8 @@ def _watch_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = _EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="verl JSONL file, console log, mlflow://runs/<id>, TensorBoard folder")
+                   help="verl JSONL file, console log, mlflow://runs/<id>, "
+                        "mlflow://experiments/<name> (every active run), TensorBoard folder")
     g = p.add_argument_group("sources and keys")
     g.add_argument("--name", action="append", default=None, metavar="NAME",
                    help="label of a run in output and report; once per SOURCE, in order "
@@ -102,7 +105,8 @@ def _watch_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop: run the stop actions on HALT; flag: only report it; auto "
                         "(default): stop when a stop action is given, else flag")
     g.add_argument("--checkpoint-dir", action="append", default=None, metavar="DIR",
-                   help="where the run's checkpoints appear (once, or once per SOURCE)")
+                   help="where the run's checkpoints appear (once, or once per SOURCE; "
+                        "for an experiment {run_id} and {run_name} name each run's folder)")
     g.add_argument("--no-wait-checkpoint", dest="wait_checkpoint", action="store_false",
                    help="act at once on HALT, without waiting for a checkpoint")
     g.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
@@ -243,7 +247,7 @@ def build_watcher(args: argparse.Namespace, stream=None):
     from satmon.watch.followers import open_follower
     from satmon.watch.halting import StopActions, parse_signal
     from satmon.watch.metric_keys import WatchKeys
-    from satmon.watch.watcher import RunWatch, WatchOptions, Watcher
+    from satmon.watch.watcher import ExperimentWatch, RunWatch, WatchOptions, Watcher
 
     stop = StopActions(stop_file=args.stop_file, on_halt=args.on_halt,
                        signal=None if args.signal is None else parse_signal(args.signal),
@@ -262,10 +266,15 @@ def build_watcher(args: argparse.Namespace, stream=None):
     if options.stops and options.wait_checkpoint and None in ckpt_dirs:
         raise ValueError("a stop action waits for a checkpoint at or after the halt step: pass "
                          "--checkpoint-dir DIR (or --no-wait-checkpoint to act at once).")
-    runs = []
+    runs, experiments = [], []
     for source, name, ckpt in zip(args.sources, names, ckpt_dirs):
         follower = open_follower(source, kind=args.source_format,
                                  tracking_uri=args.tracking_uri, total_steps=args.total_steps)
+        if follower.kind == "mlflow-experiment":
+            experiments.append(ExperimentWatch(
+                finder=follower, options=options,
+                make_run=_experiment_run_maker(follower, keys, options, ckpt)))
+            continue
         run_id = follower.source if follower.kind == "mlflow" else \
             f"{follower.kind}:{Path(follower.source).resolve()}"
         runs.append(RunWatch(run_id=run_id, name=name or _default_name(follower),
@@ -276,7 +285,22 @@ def build_watcher(args: argparse.Namespace, stream=None):
     state_path = Path(args.state) if args.state else log_path.with_name(
         log_path.name + ".state.json")
     return Watcher(runs, options=options, state_path=state_path, log_path=log_path,
-                   stream=stream)
+                   stream=stream, experiments=experiments)
+
+
+def _experiment_run_maker(finder, keys, options, checkpoint_dir: str | None):
+    """``make_run(run_id, name)`` for an experiment's runs: one checkpoint folder per run
+    through the ``{run_id}`` / ``{run_name}`` placeholders of ``--checkpoint-dir``."""
+    from satmon.watch.watcher import RunWatch
+
+    def make_run(run_id: str, name: str) -> RunWatch:
+        follower = finder.follower(run_id)
+        ckpt = None if checkpoint_dir is None else \
+            checkpoint_dir.replace("{run_id}", run_id).replace("{run_name}", name)
+        return RunWatch(run_id=follower.source, name=name, follower=follower, keys=keys,
+                        options=options, checkpoint_dir=ckpt)
+
+    return make_run
 
 
 @command("watch", "follow live runs (verl JSONL/console, TRL console, MLflow, TensorBoard), "

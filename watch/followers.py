@@ -15,7 +15,8 @@ poll re-reads a whole history.
     Terminal control bytes are removed with
     :func:`satmon.analysis.readers.console.clean_terminal_text`; carriage returns end lines.
 ``mlflow`` (:class:`MlflowFollower`)
-    one MLflow run, on a sqlite store, a tracking server or a file store.
+    one MLflow run, on a sqlite store, a tracking server or a file store;
+    :class:`MlflowExperimentRuns` finds the active runs of an experiment, one follower each.
 ``tensorboard`` (:class:`TensorBoardFollower`)
     a folder of TensorBoard event files (or one file): new files and appended records.
 
@@ -505,6 +506,23 @@ def _literal_dict(text: str) -> dict[str, Any] | None:
 _TERMINAL = ("FINISHED", "FAILED", "KILLED")
 #: Points fetched per request when paging a metric history.
 _PAGE = 1000
+#: Runs per request when searching an experiment's active runs.
+_SEARCH_PAGE = 500
+
+
+def _mlflow_client(tracking_uri: str | None, notes: list[str]):
+    """An MlflowClient for the watcher (file stores opted in for this process, with a note)."""
+    from satmon._optional import require
+
+    if is_file_store_uri(tracking_uri) and \
+            os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+        # MLflow 3 refuses file stores by default; the watcher only reads runs and sets tags
+        # on them, so it opts in for its own client.
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        notes.append(f"{tracking_uri} is an MLflow file store, which MLflow 3 refuses unless "
+                     "MLFLOW_ALLOW_FILE_STORE=true: set for this watcher's own client")
+    tracking = require("mlflow.tracking", feature="watching MLflow runs")
+    return tracking.MlflowClient(tracking_uri=tracking_uri)
 
 
 def is_file_store_uri(uri: str | None) -> bool:
@@ -519,10 +537,15 @@ def is_file_store_uri(uri: str | None) -> bool:
 class MlflowFollower:
     """One MLflow run: new metric points of the needed keys at each poll.
 
-    Per poll: one ``get_run`` (status, the keys the run has, its params) and, per needed
-    key, the points logged since the last poll (``get_metric_history`` of the tracking store,
-    paged from the number of points already read; where a store cannot page, the public
-    history is fetched and the points already read are dropped). The planned number of steps
+    Per poll: one ``get_run`` (status, the keys the run has with their latest points, its
+    params) - or none when :class:`MlflowExperimentRuns` found the run in its search this poll
+    (``prefetched``) - and, per needed key whose latest point changed since the last poll,
+    the points logged since (``get_metric_history`` of the tracking store, paged from the
+    number of points already read; where a store cannot page, the public history is fetched
+    and the points already read are dropped). A key's latest point is the one with the
+    highest (step, time), so points logged below it (a resumed run's repeats, which the
+    watcher skips anyway) wait for the key's next change, and :meth:`finish` fetches every
+    needed key once more. The planned number of steps
     comes from the run's params ``trainer.total_training_steps`` (verl) or ``max_steps``
     (transformers / TRL) when positive. A run whose status is no longer RUNNING has ended.
 
@@ -545,6 +568,11 @@ class MlflowFollower:
         #: Picks the keys to fetch among the run's metric keys (set by the watcher: only the
         #: keys its key resolution needs travel); None fetches every key.
         self.select_keys: Any = None
+        #: The run as an experiment search just returned it (used once instead of get_run).
+        self.prefetched: Any = None
+        # (step, timestamp) of each key's latest point when its history was last fetched;
+        # not saved: a restarted watcher fetches each needed key once, from its offset.
+        self._latest: dict[str, list[int]] = {}
 
     @property
     def source(self) -> str:
@@ -561,18 +589,7 @@ class MlflowFollower:
 
     def client(self):
         if self._client is None:
-            from satmon._optional import require
-
-            if is_file_store_uri(self.tracking_uri) and \
-                    os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
-                # MLflow 3 refuses file stores by default; the watcher only reads the run and
-                # sets tags on it, so it opts in for its own client.
-                os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-                self.notes_at_open.append(
-                    f"{self.tracking_uri} is an MLflow file store, which MLflow 3 refuses "
-                    "unless MLFLOW_ALLOW_FILE_STORE=true: set for this watcher's own client")
-            tracking = require("mlflow.tracking", feature="watching MLflow runs")
-            self._client = tracking.MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = _mlflow_client(self.tracking_uri, self.notes_at_open)
         return self._client
 
     def poll(self) -> Poll:
@@ -580,13 +597,15 @@ class MlflowFollower:
         client = self.client()
         poll.notes += self.notes_at_open
         self.notes_at_open = []
-        try:
-            mlrun = client.get_run(self.run_id)
-        except Exception as exc:
-            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
-                raise SourceError(f"MLflow run {self.run_id!r} does not exist at tracking URI "
-                                  f"{self.tracking_uri or 'default'}") from None
-            raise
+        mlrun, self.prefetched = self.prefetched, None
+        if mlrun is None:
+            try:
+                mlrun = client.get_run(self.run_id)
+            except Exception as exc:
+                if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                    raise SourceError(f"MLflow run {self.run_id!r} does not exist at tracking "
+                                      f"URI {self.tracking_uri or 'default'}") from None
+                raise
         self.run_name = mlrun.info.run_name
         self._keys = sorted(mlrun.data.metrics)
         for name in ("trainer.total_training_steps", "max_steps"):
@@ -598,17 +617,35 @@ class MlflowFollower:
             if total > 0:
                 poll.total_steps = total
                 break
-        needed = self._keys if self.select_keys is None else self.select_keys(self._keys)
-        by_step: dict[int, dict[str, Any]] = {}
-        for key in needed:
-            points = self._new_points(client, key)
-            if points:
-                poll.grew = True
-            for m in points:
-                by_step.setdefault(int(m.step), {})[key] = m.value
-        poll.records = sorted(by_step.items())
-        poll.ended = mlrun.info.status in _TERMINAL
+        latest = {m.key: [int(m.step), int(m.timestamp)]
+                  for m in getattr(mlrun.data, "_metric_objs", None) or ()}
+        needed = self._needed()
+        changed = [k for k in needed if k not in latest or latest[k] != self._latest.get(k)]
+        poll.records, poll.grew = self._fetch(client, changed)
+        self._latest.update({k: latest[k] for k in changed if k in latest})
+        poll.ended = (mlrun.info.status in _TERMINAL
+                      or getattr(mlrun.info, "lifecycle_stage", "active") == "deleted")
         return poll
+
+    def _needed(self) -> list[str]:
+        return self._keys if self.select_keys is None else self.select_keys(self._keys)
+
+    def _fetch(self, client, keys: list[str]) -> tuple[list[Record], bool]:
+        by_step: dict[int, dict[str, Any]] = {}
+        grew = False
+        read_before = dict(self._read)
+        try:
+            for key in keys:
+                points = self._new_points(client, key)
+                grew = grew or bool(points)
+                for m in points:
+                    by_step.setdefault(int(m.step), {})[key] = m.value
+        except BaseException:
+            # The points of the keys fetched before the failure are dropped with this poll;
+            # so are their offsets, or those points would never be read again.
+            self._read = read_before
+            raise
+        return sorted(by_step.items()), grew
 
     def _new_points(self, client, key: str) -> list:
         offset = self._read.get(key, 0)
@@ -621,12 +658,87 @@ class MlflowFollower:
         return points
 
     def finish(self) -> Poll:
-        return Poll()
+        """Every needed key once more: points a latest-point check could not see."""
+        poll = Poll()
+        if self._keys:
+            poll.records, poll.grew = self._fetch(self.client(), self._needed())
+        return poll
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        """Set the tags on the watched run in one request (``log_batch`` with tags only)."""
+        from mlflow.entities import RunTag
+
+        self.client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+class MlflowExperimentRuns:
+    """The active runs of one MLflow experiment (``mlflow://experiments/<name>``).
+
+    :meth:`active_runs` pages ``search_runs`` over the experiment, filtered on
+    ``attributes.status = 'RUNNING'`` and deleted runs left out, ``_SEARCH_PAGE`` runs per
+    request: one request per poll for up to that many active runs, however many finished runs
+    the experiment holds. The runs it returns carry their params and latest metric points,
+    which the watcher hands to each run's :class:`MlflowFollower` (``prefetched``), so a run
+    found in the search costs no ``get_run``, and a run with nothing new costs no request at
+    all. ``<name>`` is the experiment's name, or its id when no experiment has that name.
+    """
+
+    kind = "mlflow-experiment"
+
+    def __init__(self, experiment: str, *, tracking_uri: str | None) -> None:
+        self.experiment = experiment
+        self.tracking_uri = tracking_uri
+        self.experiment_id: str | None = None
+        self._client = None
+        self.notes_at_open: list[str] = []
+
+    @property
+    def source(self) -> str:
+        return f"mlflow://experiments/{self.experiment}"
+
+    def client(self):
+        if self._client is None:
+            self._client = _mlflow_client(self.tracking_uri, self.notes_at_open)
+        return self._client
+
+    def follower(self, run_id: str) -> MlflowFollower:
+        """The follower of one of this experiment's runs (sharing this client)."""
+        f = MlflowFollower(run_id, tracking_uri=self.tracking_uri)
+        f._client = self.client()
+        return f
+
+    def _resolve(self, client) -> str:
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None and self.experiment.isdigit():
+            try:
+                exp = client.get_experiment(self.experiment)
+            except Exception as exc:
+                if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        if exp is None:
+            raise SourceError(f"MLflow experiment {self.experiment!r} does not exist at "
+                              f"tracking URI {self.tracking_uri or 'default'} (neither as a "
+                              "name nor as an id)")
+        return exp.experiment_id
+
+    def active_runs(self) -> list:
+        """The experiment's RUNNING runs (MLflow ``Run`` entities), every page."""
+        from mlflow.entities import ViewType
+
         client = self.client()
-        for key, value in tags.items():
-            client.set_tag(self.run_id, key, value)
+        if self.experiment_id is None:
+            self.experiment_id = self._resolve(client)
+        out: list = []
+        token = None
+        while True:
+            page = client.search_runs([self.experiment_id],
+                                      filter_string="attributes.status = 'RUNNING'",
+                                      run_view_type=ViewType.ACTIVE_ONLY,
+                                      max_results=_SEARCH_PAGE, page_token=token)
+            out += [r for r in page if r.info.status == "RUNNING"]
+            token = getattr(page, "token", None)
+            if not token:
+                return out
 
 
 def _paged_history(client, run_id: str, key: str, offset: int) -> list | None:
@@ -801,7 +913,9 @@ def open_follower(source: str, *, kind: str = "auto", tracking_uri: str | None =
     """The follower for one ``SOURCE`` of ``satmon watch``.
 
     ``kind`` ``auto``: an MLflow reference (``mlflow://runs/<id>``, ``runs:/<id>``, a bare run
-    id; see :mod:`satmon.analysis.readers.tracking`) is an MLflow run; a folder, or a file
+    id; see :mod:`satmon.analysis.readers.tracking`) is an MLflow run, and
+    ``mlflow://experiments/<name>`` gives an :class:`MlflowExperimentRuns` (not a follower:
+    the watcher makes one follower per active run it finds); a folder, or a file
     named ``events.out.tfevents.*``, is TensorBoard; ``*.jsonl`` / ``*.json`` files are JSONL;
     other files are console logs. A file that does not exist yet is accepted (the run may not
     have started writing): it is read once it appears.
@@ -816,11 +930,14 @@ def open_follower(source: str, *, kind: str = "auto", tracking_uri: str | None =
         raise ValueError(f"{source!r} is not an MLflow run reference; use mlflow://runs/<id> "
                          "or runs:/<id>.")
     if ref is not None:
+        uri = ref.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if ref.kind == "experiment":
+            return MlflowExperimentRuns(ref.ident, tracking_uri=uri)
         if ref.kind != "run":
-            raise ValueError(f"{source!r} names an MLflow {ref.kind}; satmon watch follows one "
-                             "run per source: pass mlflow://runs/<run_id> for each run.")
-        return MlflowFollower(ref.ident, tracking_uri=ref.tracking_uri
-                              or os.environ.get("MLFLOW_TRACKING_URI"))
+            raise ValueError(f"{source!r} names an MLflow {ref.kind}; satmon watch follows "
+                             "runs: pass mlflow://runs/<run_id> or "
+                             "mlflow://experiments/<name>.")
+        return MlflowFollower(ref.ident, tracking_uri=uri)
     path = Path(source)
     if kind == "auto":
         if path.is_dir() or "events.out.tfevents" in path.name:
@@ -838,6 +955,6 @@ def open_follower(source: str, *, kind: str = "auto", tracking_uri: str | None =
     return ConsoleFollower(path, total_steps=total_steps)
 
 
-__all__ = ["ConsoleFollower", "JsonlFollower", "MlflowFollower", "Poll", "Record",
-           "SOURCE_KINDS", "SourceError", "TensorBoardFollower", "is_file_store_uri",
+__all__ = ["ConsoleFollower", "JsonlFollower", "MlflowExperimentRuns", "MlflowFollower", "Poll",
+           "Record", "SOURCE_KINDS", "SourceError", "TensorBoardFollower", "is_file_store_uri",
            "open_follower", "whole_step"]

@@ -1,19 +1,12 @@
 """Which keys of a live log are the training reward, the held-out series and the auxiliaries.
 
 The watcher resolves keys with :class:`satmon.keys.KeyMap` (presets ``trl``, ``verl``,
-``tidy``, ``auto``), against the union of the keys seen so far: held-out keys appear only at
-the first evaluation, so the resolution is repeated whenever new keys arrive. Two key
-families the core presets do not cover are handled here:
+``tidy``, ``openrlhf``, ``auto``; OpenRLHF's ``train/reward`` and ``eval/eval_<ds>_pass1``
+are the ``openrlhf`` preset there, which ``auto`` picks once an ``eval_<ds>_pass1`` key
+exists), against the union of the keys seen so far: held-out keys appear only at the first
+evaluation, so the resolution is repeated whenever new keys arrive. One key family the core
+presets do not cover is handled here:
 
-``openrlhf``
-    OpenRLHF logs to TensorBoard (and wandb) only: training keys ``train/<k>`` (reward
-    ``train/reward``), evaluation keys ``eval/<k>`` with ``<k>`` = ``eval_<ds>_pass1`` (one
-    per data source ``<ds>``; ``eval_<ds>_pass<N>`` for N > 1 is pass@N, not accuracy, and is
-    not read). Held-out series are named ``<ds>``; ``eval_avg_pass1`` (the mean over data
-    sources) is read only when there is no per-source key. Auxiliaries ``train/kl``,
-    ``train/response_length``, ``train/entropy``. The same keys without the ``train/`` /
-    ``eval/`` prefix (wandb exports, JSONL) are accepted too. ``auto`` picks this preset when a
-    key of the form ``[eval/]eval_<ds>_pass1`` exists.
 transformers' TensorBoard tags
     ``TensorBoardCallback`` writes ``train/<key>`` and ``eval/<key>``; when every key has one
     of those prefixes and no core preset matches the raw keys, they are read back as the
@@ -26,19 +19,12 @@ Explicit ``train_key`` / ``heldout_keys`` always win and name the keys as the lo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from satmon.keys import KeyMap, format_key_list
+from satmon.keys import PRESETS, KeyMap, format_key_list
 
-PRESETS = ("auto", "trl", "verl", "tidy", "openrlhf")
-
-_OPENRLHF_EVAL = re.compile(r"^(?:eval/)?eval_(?P<ds>.+)_pass1$")
-_OPENRLHF_AUX = {"kl": ("train/kl", "kl"), "response_length": ("train/response_length",
-                                                                 "response_length"),
-                 "entropy": ("train/entropy", "entropy")}
 _HF_PREFIXES = ("train/", "eval/", "test/")
 
 
@@ -67,11 +53,6 @@ def _hf_key(tag: str) -> str:
     if tag.startswith("eval/"):
         return "eval_" + tag[len("eval/"):]
     return "test_" + tag[len("test/"):]
-
-
-def is_openrlhf(keys: Iterable[str]) -> bool:
-    """True when the keys hold an OpenRLHF evaluation key (``[eval/]eval_<ds>_pass1``)."""
-    return any(_OPENRLHF_EVAL.match(k) for k in keys)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,8 +91,6 @@ class WatchKeys:
     def resolve(self, keys: Iterable[str]) -> WatchResolved:
         """The keys among ``keys`` (missing explicit keys are left out, never raised)."""
         present = sorted({k for k in keys if isinstance(k, str)})
-        if self.preset == "openrlhf" or (self.preset == "auto" and is_openrlhf(present)):
-            return self._openrlhf(present)
         keymap = KeyMap(preset=self.preset, train_key=self.train_key,
                         heldout_keys=self._explicit_heldout())
         direct = keymap.resolve(present, strict=False)
@@ -135,37 +114,6 @@ class WatchKeys:
             return {n: _hf_key(k) for n, k in explicit.items()}
         return [_hf_key(k) for k in explicit]
 
-    def _openrlhf(self, present: list[str]) -> WatchResolved:
-        have = set(present)
-        if self.train_key is not None:
-            train = self.train_key if self.train_key in have else None
-        else:
-            train = next((k for k in ("train/reward", "reward") if k in have), None)
-        explicit = self._explicit_heldout()
-        if explicit is not None:
-            pairs = (explicit.items() if isinstance(explicit, dict)
-                     else ((_openrlhf_name(k), k) for k in explicit))
-            heldout = [(n, k) for n, k in pairs if k in have]
-        else:
-            by_name: dict[str, str] = {}
-            for k in present:
-                m = _OPENRLHF_EVAL.match(k)
-                # The prefixed TensorBoard spelling wins over a bare one of the same source.
-                if m and (m.group("ds") not in by_name or k.startswith("eval/")):
-                    by_name[m.group("ds")] = k
-            if len(by_name) > 1:
-                by_name.pop("avg", None)
-            heldout = sorted(by_name.items())
-        aux = [(name, next(c for c in cands if c in have))
-               for name, cands in _OPENRLHF_AUX.items() if any(c in have for c in cands)]
-        return WatchResolved(preset="openrlhf", train_key=train, heldout=tuple(heldout),
-                             aux=tuple(aux))
-
-
-def _openrlhf_name(key: str) -> str:
-    m = _OPENRLHF_EVAL.match(key)
-    return m.group("ds") if m else key
-
 
 def missing_train_key_message(keys: Iterable[str], resolved: WatchResolved,
                               train_key: str | None) -> str:
@@ -179,4 +127,4 @@ def missing_train_key_message(keys: Iterable[str], resolved: WatchResolved,
     return f"{head}. Keys found ({len(present)}): {format_key_list(present)}."
 
 
-__all__ = ["PRESETS", "WatchKeys", "WatchResolved", "is_openrlhf", "missing_train_key_message"]
+__all__ = ["PRESETS", "WatchKeys", "WatchResolved", "missing_train_key_message"]

@@ -325,6 +325,10 @@ class RunWatch:
     def done(self) -> bool:
         return self.status in _DONE
 
+    @property
+    def source(self) -> str:
+        return self.follower.source
+
     def poll_once(self, now: float, out: "WatchOutput", save: Callable[[], None]) -> None:
         """Poll the source once, feed what it brought, advance the halt."""
         if self.status == "acting":  # restored from a watcher that died while acting
@@ -707,6 +711,165 @@ class RunWatch:
                    heldout=heldout, aux=aux, metadata=meta, name=self.name)
 
 
+class ExperimentWatch:
+    """Every active run of one MLflow experiment: new runs picked up, finished ones dropped.
+
+    Each poll asks :class:`satmon.watch.followers.MlflowExperimentRuns` for the experiment's
+    RUNNING runs. A run not watched yet becomes a :class:`RunWatch` (made by ``make_run``)
+    and is watched like a run named on the command line; a watched run the search still
+    lists gets the run the search returned (its follower needs no ``get_run``). A watched
+    run the search no longer lists reads its own status at its next poll, is reported
+    finished (or halted, when it was waiting for its checkpoint) once, and is not polled or
+    shown again. A run that starts and ends between two polls is never seen.
+
+    The experiment itself ends only with ``--idle-exit``: when it has had no active run for
+    that long (else at ``--timeout``, after ``--once``, or when the watcher is stopped). A
+    search that fails is retried like a run's poll (growing delay; the experiment fails
+    after ``--max-failures`` in a row); an experiment that does not exist fails at once.
+
+    Parameters
+    ----------
+    finder:
+        The :class:`~satmon.watch.followers.MlflowExperimentRuns` to search with.
+    make_run:
+        ``make_run(mlflow_run_id, name) -> RunWatch`` for a newly found run.
+    options:
+        The watcher's :class:`WatchOptions`.
+    """
+
+    def __init__(self, *, finder: Any, make_run: Callable[[str, str], RunWatch],
+                 options: WatchOptions) -> None:
+        self.finder = finder
+        self.make_run = make_run
+        self.options = options
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = "watching"
+        self.run_ids: list[str] = []
+        self.failures = 0
+        self.error: str | None = None
+        self.next_poll = 0.0
+        self.idle_since: float | None = None
+        self.changed = True
+
+    @property
+    def name(self) -> str:
+        return f"experiment {self.finder.experiment}"
+
+    @property
+    def source(self) -> str:
+        return self.finder.source
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("finished", "failed")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "status": self.status, "run_ids": list(self.run_ids),
+                "error": self.error}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("source") != self.source:
+            raise ValueError(f"the saved experiment state is for {state.get('source')!r}, not "
+                             f"{self.source!r}")
+        status = str(state.get("status", "watching"))
+        if status not in ("watching", "finished", "failed"):
+            raise ValueError(f"unknown experiment status {status!r}")
+        self.status = status
+        self.run_ids = [str(i) for i in state.get("run_ids", [])]
+        self.error = state.get("error")
+
+    def restore_runs(self, saved_runs: Mapping[str, Any]) -> list[RunWatch]:
+        """The RunWatch of every run this experiment had (their states are loaded after)."""
+        out = []
+        for run_id in self.run_ids:
+            name = (saved_runs.get(_run_key(run_id)) or {}).get("name") or _run_label(run_id)
+            out.append(self.make_run(run_id, str(name)))
+        return out
+
+    def discover(self, now: float, out: "WatchOutput",
+                 watched: Mapping[str, RunWatch]) -> list[RunWatch]:
+        """Search once; returns the runs not watched before (``watched``: by run key)."""
+        if self.done or now < self.next_poll:
+            return []
+        try:
+            found = self.finder.active_runs()
+        except Exception as exc:  # a live watcher survives a failed search
+            self._failed(now, exc, out)
+            return []
+        for note in self.finder.notes_at_open:
+            out.event(self, "note", note)
+        self.finder.notes_at_open = []
+        if self.failures:
+            out.event(self, "note", f"the search answers again after {self.failures} failed "
+                                    "poll(s)")
+            self.failures = 0
+        new: list[RunWatch] = []
+        names = {r.name for r in watched.values()}
+        for mlrun in found:
+            run_id = mlrun.info.run_id
+            known = watched.get(_run_key(run_id))
+            if known is None:
+                name = mlrun.info.run_name or _run_label(run_id)
+                if name in names:
+                    name = f"{name}-{run_id[:8]}"
+                names.add(name)
+                known = self.make_run(run_id, name)
+                new.append(known)
+                self.run_ids.append(run_id)
+                self.changed = True
+                out.event(known, "started_watching", f"found in {self.source}: watching it "
+                                                     f"({len(found)} active run(s))")
+            if not known.done and hasattr(known.follower, "prefetched"):
+                known.follower.prefetched = mlrun
+        self._check_idle(now, bool(found), watched, new, out)
+        return new
+
+    def _check_idle(self, now: float, any_active: bool, watched: Mapping[str, RunWatch],
+                    new: list[RunWatch], out: "WatchOutput") -> None:
+        mine = [watched[k] for k in map(_run_key, self.run_ids) if k in watched] + new
+        if any_active or any(not r.done for r in mine):
+            self.idle_since = None
+            return
+        if self.idle_since is None:
+            self.idle_since = now
+        limit = self.options.idle_exit
+        if limit is not None and now - self.idle_since >= limit:
+            self.status = "finished"
+            self.changed = True
+            out.event(self, "finished", f"no active run for {limit:g} s (--idle-exit); "
+                                        f"{len(self.run_ids)} run(s) watched")
+
+    def _failed(self, now: float, exc: Exception, out: "WatchOutput") -> None:
+        from satmon.watch.followers import SourceError
+
+        self.failures += 1
+        self.changed = True
+        what = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+        if isinstance(exc, SourceError) or self.failures >= self.options.max_failures:
+            self.error = str(exc) if isinstance(exc, SourceError) else (
+                f"the experiment's runs could not be searched {self.failures} polls in a row "
+                f"(last: {what})")
+            self.status = "failed"
+            out.event(self, "failed", self.error)
+            return
+        delay = min(max(self.options.interval, 1.0) * 2 ** (self.failures - 1), _MAX_BACKOFF_S)
+        self.next_poll = now + delay
+        out.event(self, "note", f"search failed ({self.failures} of "
+                                f"{self.options.max_failures} allowed in a row): {what}; next "
+                                f"try in {delay:g} s")
+
+
+def _run_key(mlflow_run_id: str) -> str:
+    """A watched MLflow run's identity in the state file (its source, as the CLI names it)."""
+    return f"mlflow://runs/{mlflow_run_id}"
+
+
+def _run_label(mlflow_run_id: str) -> str:
+    return f"mlflow-{mlflow_run_id[:8]}"
+
+
 class WatchOutput:
     """Output lines, the decision log and the terminal status line.
 
@@ -738,11 +901,11 @@ class WatchOutput:
         self.stream.write(terminal_text(line) + "\n")
         self.stream.flush()
 
-    def event(self, run: RunWatch, kind: str, message: str, *, step: int | None = None,
+    def event(self, run: "RunWatch | ExperimentWatch", kind: str, message: str, *, step: int | None = None,
               extra: Mapping[str, Any] | None = None) -> None:
         where = f"[{run.name}]" + (f" step {step}:" if step is not None else "")
         self._print(f"{where} {message}")
-        entry = {"time": _now_iso(), "run": run.name, "source": run.follower.source,
+        entry = {"time": _now_iso(), "run": run.name, "source": run.source,
                  "event": kind, "step": step, "message": message}
         if extra:
             entry.update(extra)
@@ -752,7 +915,7 @@ class WatchOutput:
         if changed:
             label = d.action.value.upper() + (f" {d.reason.value}" if d.reason else "")
             self._print(f"[{run.name}] step {d.step}: decision {label}: {d.message}")
-        entry = {"time": _now_iso(), "run": run.name, "source": run.follower.source,
+        entry = {"time": _now_iso(), "run": run.name, "source": run.source,
                  "event": "decision", "step": int(d.step), "action": d.action.value,
                  "reason": None if d.reason is None else d.reason.value,
                  "message": d.message, "changed": changed,
@@ -810,14 +973,16 @@ class Watcher:
     """Watch several runs until each is done (see the module docstring)."""
 
     def __init__(self, runs: Sequence[RunWatch], *, options: WatchOptions, state_path: Path,
-                 log_path: Path, stream: TextIO | None = None) -> None:
-        if not runs:
+                 log_path: Path, stream: TextIO | None = None,
+                 experiments: Sequence[ExperimentWatch] = ()) -> None:
+        if not runs and not experiments:
             raise ValueError("satmon watch needs at least one SOURCE.")
-        ids = [r.run_id for r in runs]
+        ids = [r.run_id for r in runs] + [e.source for e in experiments]
         if len(set(ids)) != len(ids):
             twice = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"a source is named twice: {twice}.")
         self.runs = list(runs)
+        self.experiments = list(experiments)
         self.options = options
         self.state_path = Path(state_path)
         self.out = WatchOutput(stream=stream or sys.stdout, log_path=Path(log_path),
@@ -841,20 +1006,37 @@ class Watcher:
                              f"(version {STATE_VERSION} with 'runs'); move it away to start "
                              "afresh.")
         saved = state["runs"]
+        saved_experiments = state.get("experiments") or {}
+        # The runs an experiment had found are watched again (before their states load).
+        runs = list(self.runs)
+        known = {r.run_id for r in runs}
+        try:
+            for e in self.experiments:
+                if e.source in saved_experiments:
+                    e.load_state_dict(saved_experiments[e.source])
+                    runs += [r for r in e.restore_runs(saved) if r.run_id not in known]
+                    known = {r.run_id for r in runs}
+        except (ValueError, TypeError, AttributeError) as exc:
+            for e in self.experiments:
+                e._reset()
+            raise ValueError(f"state file {self.state_path}: {exc}") from None
         fresh = [RunWatch(run_id=r.run_id, name=r.name, follower=r.follower, keys=r.keys,
-                          options=r.options, checkpoint_dir=r.checkpoint_dir) for r in self.runs]
+                          options=r.options, checkpoint_dir=r.checkpoint_dir) for r in runs]
         # Check every run on copies first: nothing is applied unless all load.
-        for probe, run in zip(fresh, self.runs):
+        for probe, run in zip(fresh, runs):
             if run.run_id in saved:
                 probe.follower = copy.deepcopy(run.follower)
                 try:
                     probe.load_state_dict(saved[run.run_id])
                 except ValueError as exc:
                     raise ValueError(f"state file {self.state_path}: {exc}") from None
-        for run in self.runs:
+        for run in runs:
             if run.run_id in saved:
                 run.load_state_dict(saved[run.run_id])
                 run.changed = False
+        self.runs = runs
+        for e in self.experiments:
+            e.changed = False
         self.log_size = int(state.get("log_size", 0))
         self._truncate_log()
         self.resumed = True
@@ -874,7 +1056,8 @@ class Watcher:
         self.log_size = self.out.write_log()
         state = {"version": STATE_VERSION, "saved_at": _now_iso(), "log_size": self.log_size,
                  "decision_log": str(self.out.log_path),
-                 "runs": {r.run_id: r.state_dict() for r in self.runs}}
+                 "runs": {r.run_id: r.state_dict() for r in self.runs},
+                 "experiments": {e.source: e.state_dict() for e in self.experiments}}
         text = json.dumps(state, allow_nan=False)
         path = self.state_path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -891,7 +1074,7 @@ class Watcher:
             except OSError:
                 pass
             raise
-        for r in self.runs:
+        for r in (*self.runs, *self.experiments):
             r.changed = False
 
     # -- the loop ----------------------------------------------------------------------------
@@ -904,14 +1087,8 @@ class Watcher:
                                           f"step fed {r.last_fed}")
         ended_by = None
         while True:
-            now_wall = time.time()
-            for r in self.runs:
-                r.poll_once(now_wall, self.out, self.save_state)
-                r.flush_tags(self.out)
-            self.out.status([r for r in self.runs], time.monotonic())
-            if any(r.changed for r in self.runs) or self.out.has_entries:
-                self.save_state()
-            if all(r.done for r in self.runs):
+            self.poll_pass()
+            if self.done:
                 break
             if self.options.once:
                 ended_by = "--once: one pass done"
@@ -924,7 +1101,7 @@ class Watcher:
         for r in self.runs:
             r.flush_tags(self.out)
         if ended_by is not None:
-            for r in self.runs:
+            for r in (*self.runs, *self.experiments):
                 if not r.done:
                     self.out.event(r, "stopped_watching", f"{ended_by}; the run is still "
                                                           f"{r.status} (state in "
@@ -934,9 +1111,30 @@ class Watcher:
         self.save_state()
         return self.exit_status()
 
+    @property
+    def done(self) -> bool:
+        """Every run and every experiment is done."""
+        return all(r.done for r in (*self.runs, *self.experiments))
+
+    def poll_pass(self) -> None:
+        """One pass: search the experiments, poll every run due, print, save what changed."""
+        now_wall = time.time()
+        for e in self.experiments:
+            self.runs += e.discover(now_wall, self.out, {r.run_id: r for r in self.runs})
+        for r in self.runs:
+            if r.done and not r.pending_tags:
+                continue  # finished or dropped: never polled again
+            r.poll_once(now_wall, self.out, self.save_state)
+            r.flush_tags(self.out)
+        # Runs that are done are dropped from the status lines (their last line was shown).
+        self.out.status([r for r in self.runs if not r.done or r.changed], time.monotonic())
+        if any(r.changed for r in (*self.runs, *self.experiments)) or self.out.has_entries:
+            self.save_state()
+
     def _sleep_for(self, elapsed: float) -> float:
         now = time.time()
-        due = [max(r.next_poll - now, 0.0) for r in self.runs if not r.done]
+        due = [max(r.next_poll - now, 0.0) for r in (*self.runs, *self.experiments)
+               if not r.done]
         wait = max(self.options.interval, min(due, default=0.0))
         if self.options.timeout is not None:
             wait = min(wait, max(self.options.timeout - elapsed, 0.0))
@@ -944,11 +1142,11 @@ class Watcher:
 
     def exit_status(self) -> int:
         statuses = [r.status for r in self.runs]
-        if "failed" in statuses:
+        if "failed" in statuses or "failed" in (e.status for e in self.experiments):
             return EXIT_FAILED
         if "halted" in statuses or "flagged" in statuses:
             return EXIT_HALTED
-        if any(s not in _DONE for s in statuses):
+        if any(s not in _DONE for s in statuses) or not all(e.done for e in self.experiments):
             return EXIT_WATCHING
         return EXIT_FINISHED
 
@@ -957,4 +1155,4 @@ class Watcher:
 
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_FINISHED", "EXIT_HALTED", "EXIT_WATCHING",
-           "RunWatch", "WatchOptions", "WatchOutput", "Watcher"]
+           "ExperimentWatch", "RunWatch", "WatchOptions", "WatchOutput", "Watcher"]
