@@ -11,6 +11,11 @@
 
 and across runs the data gap ``G_sat`` (:func:`satmon.data_gap`) of every configured pair.
 
+A run with a pre-RL probe beside it (``satmon probe``'s JSON: ``run.metadata["probe"]``, a dict
+or the path of the file, or else a ``probe.json`` in the run's folder when the run was read
+from a folder) also gets a probe row and note: faithfulness with its 95% interval, the regime
+the probe predicted, and whether the observed regime agrees (:func:`observed_regime`).
+
 One bad run does not sink a report over a thousand: a run whose analysis raises (no training
 reward, a negative reward maximum) is kept as a row that carries the error, and a run with no
 held-out series is analysed and says so. The :class:`Report` renders as text, CSV, Markdown, a
@@ -46,6 +51,118 @@ from satmon.saturation import (
 REPORT_FORMATS = ("html", "md", "csv", "json", "txt")
 
 NO_HELDOUT_NOTE = "no held-out series: delta_sat, delta_post* and G_sat cannot be computed"
+
+#: Held-out gain (last evaluation minus the baseline M(0), accuracy units, on the series that
+#: gained most) at which a run's *observed* regime counts as generalizing: the definition of
+#: ``benchmarks/bench_probe.py``, which measures how well the probe predicts it.
+PROBE_MIN_GAIN = 0.05
+PROBE_FILE = "probe.json"
+PROBE_HEADER = ["run", "faithfulness", "95% CI", "accuracy", "faithful diversity",
+                "predicted", "observed", "agrees"]
+PROBE_NOTE = (f"observed = generalizing when a held-out series gained >= {PROBE_MIN_GAIN:g} "
+              "from M(0) to its last evaluation")
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """What a report shows of a pre-RL probe (``satmon probe``'s JSON, format version 1).
+
+    The analysis layer reads the JSON itself rather than importing :mod:`satmon.probe` (the
+    probe sits above it), so only these fields are used; missing numbers read as NaN.
+    """
+
+    source: str
+    faithfulness: float
+    ci_low: float
+    ci_high: float
+    accuracy: float
+    faithful_diversity: float
+    predicted: str
+    message: str
+    n_prompts: int | None
+    k: int | None
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str) -> ProbeView:
+        """Read a probe result dict; ValueError (naming ``source``) when it is not one."""
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("faithfulness"), Mapping) \
+                or not isinstance(raw.get("regime"), Mapping):
+            got = sorted(raw)[:10] if isinstance(raw, Mapping) else type(raw).__name__
+            raise ValueError(f"{source} is not a satmon probe result (it needs 'faithfulness' "
+                             f"and 'regime' objects, as ProbeResult.save writes); got {got}")
+        version = raw.get("version", 1)
+        if not isinstance(version, int) or version > 1:
+            raise ValueError(f"{source} has probe format version {version!r}; this report "
+                             "reads version 1")
+        f, reg = raw["faithfulness"], raw["regime"]
+        acc = raw.get("accuracy") if isinstance(raw.get("accuracy"), Mapping) else {}
+        div = raw.get("diversity") if isinstance(raw.get("diversity"), Mapping) else {}
+        n_prompts, k = raw.get("n_prompts"), raw.get("k")
+        return cls(source=source, faithfulness=_as_float(f.get("mean")),
+                   ci_low=_as_float(f.get("ci_low")), ci_high=_as_float(f.get("ci_high")),
+                   accuracy=_as_float(acc.get("mean")),
+                   faithful_diversity=_as_float(div.get("faithful_diversity")),
+                   predicted=str(reg.get("call", "undetermined")),
+                   message=str(reg.get("message", "")),
+                   n_prompts=n_prompts if isinstance(n_prompts, int) else None,
+                   k=k if isinstance(k, int) else None)
+
+    def interval(self) -> str:
+        return f"{format_number(self.ci_low, 3)}-{format_number(self.ci_high, 3)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({k: getattr(self, k) for k in self.__dataclass_fields__})
+
+
+def load_probe(run: Run) -> tuple[ProbeView | None, str]:
+    """The run's pre-RL probe and a note when one was there but could not be read.
+
+    Looked up in this order: ``run.metadata["probe"]`` (a probe result dict, or the path of
+    its JSON file), then ``probe.json`` in the folder the run was read from
+    (``run.metadata["source"]`` when it is a directory). No probe: ``(None, "")``.
+    """
+    attached = run.metadata.get("probe")
+    source = run.metadata.get("source")
+    path: Path | None = None
+    if attached is not None:
+        if isinstance(attached, Mapping):
+            try:
+                return ProbeView.from_json(attached, 'run.metadata["probe"]'), ""
+            except ValueError as exc:
+                return None, f"pre-RL probe not shown: {exc}"
+        if not isinstance(attached, (str, Path)):
+            return None, (f'pre-RL probe not shown: run.metadata["probe"] must be a probe '
+                          f"result dict or a path; got {type(attached).__name__}")
+        path = Path(attached)
+    elif isinstance(source, (str, Path)) and Path(source).is_dir() \
+            and (Path(source) / PROBE_FILE).is_file():
+        path = Path(source) / PROBE_FILE
+    if path is None:
+        return None, ""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return ProbeView.from_json(raw, str(path)), ""
+    except (OSError, ValueError) as exc:
+        return None, f"pre-RL probe not shown: {exc}"
+
+
+def observed_regime(analysis: SaturationAnalysis | None) -> tuple[str, str]:
+    """The regime a finished run showed, for checking a probe's prediction, and why.
+
+    ``generalizing`` when some held-out series gained at least :data:`PROBE_MIN_GAIN` from
+    its baseline M(0) to its last evaluation, ``memorizing`` otherwise, ``unknown`` without a
+    held-out series.
+    """
+    if analysis is None or not analysis.gains:
+        return "unknown", "no held-out series"
+    gains = {g.name: g.final - g.baseline for g in analysis.gains.values()
+             if math.isfinite(g.final - g.baseline)}
+    if not gains:
+        return "unknown", "no finite held-out gain"
+    best = max(gains, key=gains.__getitem__)
+    call = "generalizing" if gains[best] >= PROBE_MIN_GAIN else "memorizing"
+    return call, (f"held-out gain {gains[best]:+.3f} on {best} (final - M(0)) "
+                  f"{'>=' if call == 'generalizing' else '<'} {PROBE_MIN_GAIN:g}")
 
 
 @dataclass(frozen=True)
@@ -175,8 +292,9 @@ class RunReport(Result):
     def __init__(self, *, run: Run, analysis: SaturationAnalysis | None,
                  replay: ReplaySummary | None, group_means: Mapping[str, Mapping[str, float]],
                  error: str | None = None, replay_note: str = "",
-                 notes: Sequence[str] = ()) -> None:
+                 notes: Sequence[str] = (), probe: ProbeView | None = None) -> None:
         self.run = run
+        self.probe = probe
         self.analysis = analysis
         self.replay = replay
         self.group_means = {k: dict(v) for k, v in group_means.items()}
@@ -192,12 +310,34 @@ class RunReport(Result):
     def ok(self) -> bool:
         return self.error is None
 
+    def probe_check(self) -> dict[str, Any] | None:
+        """The probe's prediction against the observed regime (None without a probe)."""
+        if self.probe is None:
+            return None
+        observed, why = observed_regime(self.analysis)
+        predicted = self.probe.predicted
+        agrees = (None if observed == "unknown" or predicted not in ("generalizing",
+                                                                     "memorizing")
+                  else predicted == observed)
+        return {"predicted": predicted, "observed": observed, "observed_because": why,
+                "agrees": agrees}
+
     def all_notes(self) -> list[str]:
         """Every note about this run: errors, missing series, cleaning, replay problems."""
         out = []
         if self.error:
             out.append(f"error: {self.error}")
         out += list(self.notes)
+        check = self.probe_check()
+        if check is not None and self.probe is not None:
+            p = self.probe
+            verdict = {True: "agrees", False: "DISAGREES", None: "cannot be checked"}[
+                check["agrees"]]
+            out.append(f"pre-RL probe ({p.source}): faithfulness "
+                       f"{format_number(p.faithfulness, 3)} (95% CI {p.interval()}) on "
+                       f"{p.n_prompts} prompts x {p.k} rollouts predicts {check['predicted']}; "
+                       f"observed {check['observed']} ({check['observed_because']}): "
+                       f"{verdict}")
         if self.analysis is not None:
             out += list(self.analysis.notes)
             out += [f"{g.name}: {n}" for g in self.analysis.gains.values() for n in g.notes]
@@ -223,6 +363,8 @@ class RunReport(Result):
             "analysis": None if self.analysis is None else self.analysis.to_dict(),
             "replay": None if self.replay is None else self.replay.to_dict(),
             "group_means": self.group_means,
+            "probe": None if self.probe is None else {**self.probe.to_dict(),
+                                                      **(self.probe_check() or {})},
             "notes": self.all_notes(),
         })
 
@@ -350,6 +492,20 @@ class Report(Result):
                              ",".join(map(str, g.at_saturation_steps)) or "-",
                              format_number(g.delta_sat), format_number(g.delta_post),
                              format_number(g.final)])
+        return rows
+
+    def probe_rows(self) -> list[list[str]]:
+        """One row per run with a pre-RL probe (``PROBE_HEADER``); empty when none has one."""
+        rows = []
+        for r in self.runs:
+            check = r.probe_check()
+            if r.probe is None or check is None:
+                continue
+            p = r.probe
+            rows.append([r.name, format_number(p.faithfulness, 3), p.interval(),
+                         format_number(p.accuracy, 3), format_number(p.faithful_diversity, 3),
+                         check["predicted"], check["observed"],
+                         {True: "yes", False: "no", None: "-"}[check["agrees"]]])
         return rows
 
     def group_header(self) -> list[str]:
@@ -492,6 +648,10 @@ class Report(Result):
         rows = self.heldout_rows()
         parts += [_md_table(HELDOUT_HEADER, rows) if rows else "No run has a held-out series.",
                   ""]
+        probes = self.probe_rows()
+        if probes:
+            parts += ["## Pre-RL probe", "", PROBE_NOTE, "", _md_table(PROBE_HEADER, probes),
+                      ""]
         if self.config.groups:
             parts += ["## Benchmark groups", "",
                       "; ".join(f"**{_md_escape(g)}**: {_md_escape(', '.join(m))}"
@@ -517,6 +677,9 @@ class Report(Result):
         rows = self.heldout_rows()
         parts += ["", "held-out gains:", text_table(HELDOUT_HEADER, rows) if rows
                   else "  no run has a held-out series"]
+        probes = self.probe_rows()
+        if probes:
+            parts += ["", f"pre-RL probe ({PROBE_NOTE}):", text_table(PROBE_HEADER, probes)]
         if self.config.groups:
             parts += ["", "group means:", text_table(self.group_header(), self.group_rows())]
         if self.pairs:
@@ -632,13 +795,17 @@ def _analyse_one(run: Run, params: ReportParams, config: GroupsConfig,
     """Everything a :class:`RunReport` holds except the run itself (so a worker process need
     not send the run back)."""
     notes: list[str] = []
+    probe, probe_note = load_probe(run)
+    if probe_note:
+        notes.append(probe_note)
     try:
         analysis = analyze_saturation(run, eps=params.eps, end_margin=params.end_margin,
                                       heldout_policy=params.heldout_policy)
     except ValueError as exc:
         # The report goes on without this run; the row says why (an empty log, a proxy reward
         # whose maximum is negative ...).
-        return {"analysis": None, "replay": None, "group_means": {}, "error": str(exc)}
+        return {"analysis": None, "replay": None, "group_means": {}, "error": str(exc),
+                "notes": notes, "probe": probe}
     if not run.heldout:
         notes.append(NO_HELDOUT_NOTE)
     means, group_notes = _group_means(analysis, config)
@@ -650,7 +817,7 @@ def _analyse_one(run: Run, params: ReportParams, config: GroupsConfig,
         except ValueError as exc:
             replay_note = f"monitor replay not possible: {exc}"
     return {"analysis": analysis, "replay": summary, "group_means": means,
-            "replay_note": replay_note, "notes": notes}
+            "replay_note": replay_note, "notes": notes, "probe": probe}
 
 
 def _analyse_chunk(args: tuple[list[Run], ReportParams, GroupsConfig, dict[str, Any]]

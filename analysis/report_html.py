@@ -46,7 +46,7 @@ def _img(png: bytes, alt: str) -> str:
 
 def render_tables(report: "Report") -> str:
     """The report's tables as HTML fragments (no figures; used for notebooks too)."""
-    from satmon.analysis.report import HELDOUT_HEADER, RUN_HEADER
+    from satmon.analysis.report import HELDOUT_HEADER, PROBE_HEADER, PROBE_NOTE, RUN_HEADER
 
     c = report.counts()
     parts = [
@@ -59,6 +59,10 @@ def render_tables(report: "Report") -> str:
     rows = report.heldout_rows()
     parts.append(html_table(HELDOUT_HEADER, rows) if rows
                  else "<p>No run has a held-out series.</p>")
+    probes = report.probe_rows()
+    if probes:
+        parts += ["<h2 id='probe'>Pre-RL probe</h2>", f"<p>{html.escape(PROBE_NOTE)}.</p>",
+                  html_table(PROBE_HEADER, probes)]
     if report.config.groups:
         groups = "; ".join(f"<b>{html.escape(g)}</b>: {html.escape(', '.join(m))}"
                            for g, m in report.config.groups.items())
@@ -141,6 +145,7 @@ def render_html(report: "Report", *, title: str = "satmon report", max_run_plots
                            grid_cols=grid_cols, dpi=dpi, fit=fit) if figures else [])
     # In-page links: on a report over many runs the figures sit below a long table.
     sections = [("runs", "Runs"), ("gains", "Held-out gains")]
+    sections += [("probe", "Pre-RL probe")] if report.probe_rows() else []
     sections += [("groups", "Benchmark groups")] if report.config.groups else []
     sections += [("gap", "Data gap")] if report.pairs else []
     sections += [("notes", "Notes")] if report.notes() else []

@@ -24,6 +24,19 @@ It reports the AUROC of each pre-RL measure (faithfulness, raw diversity = disti
 answers per prompt, faithful diversity) for the observed regime, with a 95% bootstrap interval
 over seeds (seeds resampled within each variant). AUROC is undefined when every run shows the
 same regime; the table then says so. It prints tables and never asserts.
+
+What the probe's prior changes in the monitor (no torch, about 5 minutes on one core):
+
+    python benchmarks/bench_probe.py --monitor-prior [--runs 300] [--q 0.5 0.7 0.9 1.0]
+
+On a seeded synthetic suite (``satmon.datasets.make_suite(runs, seed=0)``, every regime in
+turn) each run is replayed by the default monitor (prior off) and with the probe's prior on
+(``GainPrior.with_probe``, a confident call, so at the cap: likelihood ratio 4 on the odds of
+a flat held-out series). The probe is simulated: with probability ``q`` it calls a run's true
+class (generalizing for generalizing runs, memorizing for memorizing and collapsing runs), else
+the other one (``q = 0.5``: a coin). One uniform draw per run serves every ``q``, so the rows
+differ only by the probe's accuracy. False halt, compute saved and regret are defined as in
+``benchmarks/bench_monitor.py`` (its ``summarize``).
 """
 
 from __future__ import annotations
@@ -122,8 +135,77 @@ def fmt(x, digits=3):
         else f"{x:.{digits}f}"
 
 
+_SUITE: dict = {}
+
+
+def _replay_three(i_runs):
+    """Halt steps of run ``i`` with the prior off, a generalizing probe and a memorizing one."""
+    i, n_runs = i_runs
+    from satmon.datasets import make_suite
+    from satmon.monitor.posterior import default_prior
+    from satmon.replay import replay
+
+    if n_runs not in _SUITE:
+        _SUITE[n_runs] = make_suite(n_runs, seed=0)
+    sr = _SUITE[n_runs][i]
+    base = default_prior()
+    return {"off": replay(sr.run).halt_step,
+            "gen": replay(sr.run, prior=base.with_probe(1.0)).halt_step,
+            "mem": replay(sr.run, prior=base.with_probe(0.0)).halt_step}
+
+
+def monitor_prior_tables(n_runs, qs, workers) -> None:
+    """Print what the probe's prior changes on the synthetic suite (see the module docstring)."""
+    from multiprocessing import Pool
+
+    from bench_monitor import summarize
+    from satmon.datasets import make_suite
+    from satmon.results import text_table
+
+    start = time.perf_counter()
+    suite = make_suite(n_runs, seed=0)
+    jobs = [(i, n_runs) for i in range(n_runs)]
+    if workers > 1:
+        with Pool(workers) as pool:
+            halts = pool.map(_replay_three, jobs, chunksize=4)
+    else:
+        halts = [_replay_three(j) for j in jobs]
+    draws = np.random.default_rng(12345).random(n_runs)
+    is_gen = np.array([sr.truth.label == "generalizing" for sr in suite])
+
+    def row(label, chosen):
+        s = summarize(chosen, suite)
+        per = s["per_regime"]
+        return [label, fmt(100 * s["false_halt"], 1), fmt(100 * s["saved_mem"], 1),
+                fmt(100 * s["saved_sat"], 1), fmt(100 * s["saved_all"], 1), fmt(s["regret"], 2),
+                fmt(100 * per.get("slow", {}).get("halt_rate", math.nan), 1)]
+
+    rows = [row("prior off (default)", [h["off"] for h in halts])]
+    for q in qs:
+        says_gen = np.where(draws < q, is_gen, ~is_gen)
+        rows.append(row(f"probe prior, q = {q:g}",
+                        [h["gen"] if g else h["mem"] for h, g in zip(halts, says_gen)]))
+    rows.append(row("prior, probe always 'mem'", [h["mem"] for h in halts]))
+    rows.append(row("prior, probe always 'gen'", [h["gen"] for h in halts]))
+    changed = sum(h["gen"] != h["off"] or h["mem"] != h["off"] for h in halts)
+    print(f"Probe prior in the monitor: {n_runs} synthetic runs (make_suite seed 0, "
+          f"{int(is_gen.sum())} generalizing), likelihood ratio cap 4; "
+          f"q = P(probe calls the true class)")
+    print(text_table(["monitor", "false halt %", "saved mem %", "saved sat-gen %",
+                      "saved all %", "regret (pts)", "slow halted %"], rows))
+    print(f"runs whose halt step moves with either call: {changed} of {n_runs}; "
+          f"wall time {time.perf_counter() - start:.0f} s")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--monitor-prior", action="store_true",
+                    help="measure what the probe's prior changes in the monitor, on synthetic "
+                         "runs with a simulated probe (no lab runs)")
+    ap.add_argument("--runs", type=int, default=300, help="--monitor-prior: suite size")
+    ap.add_argument("--q", type=float, nargs="+", default=[0.5, 0.7, 0.9, 1.0],
+                    help="--monitor-prior: the simulated probe's accuracies")
+    ap.add_argument("--workers", type=int, default=1, help="--monitor-prior: processes")
     ap.add_argument("--quick", action="store_true",
                     help="3 seeds x 100 GRPO steps (about 5 minutes on 2 cores)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3 / 5)")
@@ -133,6 +215,9 @@ def main(argv=None) -> int:
                     help="held-out gain that counts as generalizing (default 0.05)")
     ap.add_argument("--out", default=None, help="folder for the lab runs (default: a temp dir)")
     args = ap.parse_args(argv)
+    if args.monitor_prior:
+        monitor_prior_tables(args.runs, args.q, args.workers)
+        return 0
     from satmon._optional import require
     from satmon.lab.runner import run_lab
 

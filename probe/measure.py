@@ -216,6 +216,95 @@ class ProbeResult(Result):
     def regime(self) -> str:
         return self.stats["regime"]["call"]
 
+    @property
+    def p_generalizing(self) -> float:
+        """The probe's chance that RL generalizes, as the monitor's prior reads it.
+
+        The bootstrap share of mean faithfulness above the threshold
+        (``regime["p_above_threshold"]``): how sure the measurement is that the model is on the
+        generalizing side of an uncalibrated threshold; 0.5 (no information) when there is no
+        measurement. :meth:`GainPrior.with_probe` caps how far it may move the prior.
+        """
+        p = self.stats["regime"].get("p_above_threshold")
+        return 0.5 if p is None or not math.isfinite(float(p)) else float(p)
+
+    def monitor_prior(self, base: Any = None, *, max_ratio: float | None = None) -> Any:
+        """The held-out shape prior of :class:`satmon.SaturationMonitor` moved by this probe.
+
+        Pass it as ``SaturationMonitor(prior=result.monitor_prior(), ...)`` (or
+        ``MonitorConfig(prior=...)``, ``replay(run, prior=...)``). Off by default: a monitor
+        built without it never sees the probe. The rule is
+        :meth:`satmon.monitor.posterior.GainPrior.with_probe` with ``p_generalizing`` =
+        :attr:`p_generalizing`: one bounded likelihood ratio (at most ``max_ratio``, default
+        :data:`satmon.monitor.posterior.PROBE_MAX_RATIO` = 4) on the odds of the flat
+        held-out shape; the halt still reads one probability, P(held-out gain).
+
+        Parameters
+        ----------
+        base:
+            The prior to move (a ``GainPrior`` or a dict of its fields; None: the fitted
+            default of ``satmon/monitor/prior.json``).
+        max_ratio:
+            Cap on the probe's likelihood ratio (>= 1; 1 ignores the probe).
+
+        Returns
+        -------
+        A :class:`satmon.monitor.posterior.GainPrior`.
+        """
+        from satmon.monitor.posterior import PROBE_MAX_RATIO, GainPrior, default_prior
+
+        if base is None:
+            prior = default_prior()
+        elif isinstance(base, GainPrior):
+            prior = base
+        elif isinstance(base, dict):
+            prior = GainPrior.from_dict(base)
+        else:
+            raise TypeError(f"The 'base' of ProbeResult.monitor_prior must be a GainPrior, a "
+                            f"dict of its fields or None. Got {type(base).__name__} instead.")
+        return prior.with_probe(self.p_generalizing,
+                                max_ratio=PROBE_MAX_RATIO if max_ratio is None else max_ratio)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ProbeResult:
+        """Rebuild a result from :meth:`to_dict` (or a ``probe.json``); nulls read as NaN."""
+        if not isinstance(raw, dict) or "faithfulness" not in raw or "regime" not in raw:
+            raise ProbeError("A probe result needs a dict with 'faithfulness' and 'regime' "
+                             f"(as written by ProbeResult.save); got "
+                             f"{sorted(raw) if isinstance(raw, dict) else type(raw).__name__}.")
+        version = raw.get("version", PROBE_FORMAT_VERSION)
+        if not isinstance(version, int) or version > PROBE_FORMAT_VERSION:
+            raise ProbeError(f"probe.json has version {version!r}; this satmon reads versions "
+                             f"<= {PROBE_FORMAT_VERSION}.")
+
+        def nan_for_null(x: Any) -> Any:
+            if isinstance(x, dict):
+                return {k: nan_for_null(v) for k, v in x.items()}
+            return math.nan if x is None else x
+
+        stats = {k: raw[k] for k in ("n_prompts", "k") if k in raw}
+        for key in ("faithfulness", "accuracy", "diversity"):
+            stats[key] = nan_for_null(dict(raw.get(key) or {}))
+        regime = dict(raw["regime"])
+        if regime.get("p_above_threshold") is None:
+            regime["p_above_threshold"] = math.nan
+        stats["regime"] = regime
+        verdicts = {"total": 0, "scored": 0, "unparseable": 0, "failed": 0, "errors": [],
+                    **(raw.get("verdicts") or {})}
+        return cls(stats=stats, rollouts=list(raw.get("rollouts") or []),
+                   config=dict(raw.get("config") or {}), verdict_counts=verdicts,
+                   agreement=raw.get("agreement"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProbeResult:
+        """Read a result written by :meth:`save`."""
+        p = Path(path)
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ProbeError(f"Cannot read a probe result from {p}: {exc}") from None
+        return cls.from_dict(raw)
+
     def to_dict(self) -> dict[str, Any]:
         return json_safe({"version": PROBE_FORMAT_VERSION, "config": self.config,
                           **self.stats, "verdicts": self.verdict_counts,

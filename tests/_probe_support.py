@@ -108,3 +108,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def endpoint_probe(*, faithful: bool, n_prompts: int = 4, k: int = 4, seed: int = 0):
+    """A real :func:`satmon.probe.probe` of a served "model" (no torch): it answers every
+    prompt right, with its scratchpad (``faithful``) or with a scratchpad that does not derive
+    the answer; the exact judge grades it, so the regime call is GENERALIZING / MEMORIZING."""
+    from satmon.lab.traces import answer_match, final_answer, scratchpad
+    from satmon.probe import ExactJudge, probe
+
+    def served(body):
+        prompt = body["messages"][0]["content"]
+        if faithful:
+            return TASK.completion(prompt, with_trace=True)
+        return "a" * TASK.length + ">" + TASK.answer(prompt)
+
+    prompts = lab_prompts(n_prompts, seed=seed)
+    with ChatServer(served) as server:
+        return probe("served", prompts, [TASK.answer(p) for p in prompts],
+                     endpoint=server.url, verifier=answer_match(True), k=k, seed=seed,
+                     max_new_tokens=TASK.length + 2, judge=ExactJudge(TASK),
+                     extract_answer=lambda c: final_answer(c, with_trace=True),
+                     extract_reasoning=scratchpad)

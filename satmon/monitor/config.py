@@ -23,7 +23,15 @@ def default_risk() -> float:
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """The monitor's configuration (see :class:`satmon.SaturationMonitor` for each field)."""
+    """The monitor's configuration (see :class:`satmon.SaturationMonitor` for each field).
+
+    A pre-RL probe enters through ``prior`` and nowhere else (off by default: ``prior=None`` is
+    the fitted prior, and every decision is what it was without the probe):
+    ``MonitorConfig(prior=probe_result.monitor_prior())`` moves the flat-vs-gain shape mass of
+    the held-out posterior by one likelihood ratio capped at 4
+    (:meth:`satmon.monitor.posterior.GainPrior.with_probe`), so the halt still reads one
+    probability, P(held-out gain), and the probe adds no gate or veto of its own.
+    """
 
     total_steps: int | None = None
     warmup_steps: int = 50

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,8 @@ from satmon.detectors.base import check_number
 from satmon.regime import point_variance
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+#: The default cap on the likelihood ratio a pre-RL probe carries (:meth:`GainPrior.with_probe`).
+PROBE_MAX_RATIO = 4.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,62 @@ class GainPrior:
         d["onset_powers"] = list(self.onset_powers)
         d["delay_widths"] = list(self.delay_widths)
         return d
+
+    def with_probe(self, p_generalizing: float, *,
+                   max_ratio: float = PROBE_MAX_RATIO) -> GainPrior:
+        """This prior with its flat-vs-gain masses moved by a pre-RL probe's regime call.
+
+        The probe (:mod:`satmon.probe`) says how likely RL is to generalize before any
+        held-out evaluation exists, so it enters where prior knowledge belongs: the shape
+        masses of the one posterior the halt reads, never as a gate of its own. The rule, one
+        likelihood ratio on the odds of the flat shape ("held-out never moves"):
+
+        ``odds(flat) -> odds(flat) x L`` with ``L = (1 - p) / p`` for ``p = p_generalizing``,
+        clipped to ``1 / max_ratio <= L <= max_ratio``. Every non-flat mass (``p_comove``, ``p_onset``,
+        ``p_delayed`` and the approach shapes' remainder) is scaled by one factor so the masses
+        still sum to 1: the shapes' relative weights, and so everything but the flat-vs-gain
+        balance, are unchanged.
+
+        Why bounded: the probe's number is a threshold on faithfulness measured on a few
+        prompts, not a probability calibrated against observed regimes; a cap of
+        ``max_ratio`` (default 4, the likelihood ratio of a call that is right 80% of the
+        time) keeps a confident probe one piece of evidence among the held-out points, which
+        still dominate after a few evaluations, and keeps ``p_flat`` strictly inside (0, 1).
+        Because P(gain) falls as the odds of the flat shape rise (the non-flat posterior is
+        reweighted as a whole), a probe below 0.5 can only halt a run earlier, one above 0.5
+        only later; 0.5 returns this prior unchanged.
+
+        Parameters
+        ----------
+        p_generalizing:
+            The probe's probability that RL generalizes, in [0, 1]
+            (:meth:`satmon.probe.ProbeResult.monitor_prior` passes its bootstrap share above
+            the faithfulness threshold).
+        max_ratio:
+            The largest likelihood ratio the probe may carry (finite, >= 1; 1 ignores it).
+
+        Returns
+        -------
+        A new :class:`GainPrior`.
+
+        Example
+        -------
+        >>> base = GainPrior(p_flat=0.5)
+        >>> base.with_probe(0.0).p_flat, base.with_probe(1.0).p_flat, base.with_probe(0.5) is base
+        (0.8, 0.2, True)
+        """
+        check_number(p_generalizing, "p_generalizing", "GainPrior.with_probe", low=0.0,
+                     high=1.0)
+        check_number(max_ratio, "max_ratio", "GainPrior.with_probe", low=1.0)
+        p, cap = float(p_generalizing), float(max_ratio)
+        ratio = cap if p == 0.0 else min(max((1.0 - p) / p, 1.0 / cap), cap)
+        if ratio == 1.0:
+            return self
+        odds = self.p_flat / (1.0 - self.p_flat) * ratio
+        p_flat = odds / (1.0 + odds)
+        scale = (1.0 - p_flat) / (1.0 - self.p_flat)
+        return replace(self, p_flat=p_flat, p_comove=self.p_comove * scale,
+                       p_onset=self.p_onset * scale, p_delayed=self.p_delayed * scale)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> GainPrior:
@@ -454,5 +512,5 @@ def _upper_bound(grid: np.ndarray, tails: np.ndarray, level: float) -> float:
     return float(grid[i] + (grid[i + 1] - grid[i]) * (t0 - level) / max(t0 - t1, 1e-300))
 
 
-__all__ = ["GainPrior", "HeldoutPosterior", "default_prior", "heldout_gain_posterior",
+__all__ = ["GainPrior", "HeldoutPosterior", "PROBE_MAX_RATIO", "default_prior", "heldout_gain_posterior",
            "point_variance"]
