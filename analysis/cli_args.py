@@ -104,3 +104,17 @@ def read_run_from_args(args: argparse.Namespace):
     print_read_notes(command_name, run)
     apply_meta_options(command_name, args, [run])
     return run
+
+
+def parse_report_formats(text: str, *, option: str | None = None) -> list[str]:
+    """``"html,md"`` -> ``["html", "md"]``, or a ValueError naming the unknown formats (and
+    the ``option`` they came from)."""
+    from satmon.analysis.report import REPORT_FORMATS
+
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in formats if f not in REPORT_FORMATS]
+    if bad or not formats:
+        where = f"{option}: unknown format(s)" if option else "unknown report format(s)"
+        raise ValueError(f"{where} {bad or [text]}; choose from {list(REPORT_FORMATS)}, "
+                         "comma-separated.")
+    return formats

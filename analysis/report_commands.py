@@ -19,7 +19,8 @@ from typing import Any
 
 from satmon._registry import Commands
 from satmon.analysis.cli_args import (add_reader_arguments, add_saturation_arguments,
-                                      apply_meta_options, print_read_notes)
+                                      apply_meta_options, parse_report_formats,
+                                      print_read_notes)
 
 COMMANDS = Commands()
 command = COMMANDS.command
@@ -138,24 +139,13 @@ def read_sources(args: argparse.Namespace) -> list[Any]:
     return runs
 
 
-def _formats(text: str) -> list[str]:
-    from satmon.analysis.report import REPORT_FORMATS
-
-    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
-    bad = [f for f in formats if f not in REPORT_FORMATS]
-    if bad or not formats:
-        raise ValueError(f"unknown report format(s) {bad or [text]}; choose from "
-                         f"{list(REPORT_FORMATS)}, comma-separated.")
-    return formats
-
-
 @command("report", "tables and an HTML report over many runs: t_sat, gains, monitor replay, "
                    "G_sat", _report_arguments)
 def _cmd_report(args: argparse.Namespace) -> int:
     from satmon.analysis.readers.run_metadata import check_metadata_keys
     from satmon.analysis.report import build_report
 
-    formats = _formats(args.report_formats)
+    formats = parse_report_formats(args.report_formats)
     if args.max_run_plots < 0:
         raise ValueError(f"--max-run-plots must be >= 0. Got {args.max_run_plots}.")
     if args.run_id and not args.log_to_mlflow:

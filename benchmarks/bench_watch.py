@@ -38,55 +38,21 @@ import collections
 import contextlib
 import io
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _local_servers import MlflowServer  # noqa: E402  (the test fixtures' server)
 
 TRAIN_KEY = "critic/score/mean"
 HELDOUT_KEY = "val-core/math/acc/mean_at_1"
 BATCH_POINTS = 1000  # MLflow's limit of metrics per log_batch
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend under ``root``)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = _free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 120.0) -> None:
-        log = open(self.root / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-             str(self.port), "--workers", "1", "--backend-store-uri",
-             f"sqlite:///{self.root / 'server.db'}", "--artifacts-destination",
-             str(self.root / "artifacts")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited; see {self.root / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer /health within {timeout} s")
+class Server(MlflowServer):
+    """The tests' real ``mlflow server`` (sqlite backend under ``root``), plus its CPU time."""
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server's process group leader and its children."""
@@ -99,18 +65,6 @@ class Server:
                 continue
             total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         return total
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 def _group_pids(pgid: int) -> list[int]:
@@ -211,7 +165,7 @@ def main(argv=None) -> int:
         root = Path(tmp)
         server = Server(root)
         t0 = time.monotonic()
-        server.start()
+        server.start(timeout=120.0)
         print(f"mlflow server on {server.uri} (pid {server.proc.pid}) ready in "
               f"{time.monotonic() - t0:.1f} s")
         try:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from satmon._files import atomic_write_text
 from satmon._optional import is_available, require
 from satmon.callbacks.distributed import vote_stop
 from satmon.callbacks.heldout import HeldoutEvaluator, HeldoutResult
@@ -739,9 +740,7 @@ class SaturationCallback(TrainerCallback, ExportableState):
             "stopped_step": run.stopped_step,
             "heldout_results": [r.to_dict() for r in run.heldout_results],
         }
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(payload))
 
     def _state_candidates(self, step: int) -> list[Path]:
         """Engine state files a resume at ``step`` may use, newest first: the one the Trainer

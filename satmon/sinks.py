@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from satmon._files import atomic_write_text
 from satmon._optional import require
 from satmon.results import json_safe
 
@@ -534,7 +535,7 @@ class MlflowSink:
     def _write_meta(self) -> None:
         meta = {"tracking_uri": self._uri, "run_id": self._resolved_run_id,
                 "owned": self._owned, "parent_run_id": self._parent_run_id}
-        _atomic_write(self._side(".meta.json"), json.dumps(meta))
+        atomic_write_text(self._side(".meta.json"), json.dumps(meta))
 
     def _read_ack(self) -> int:
         ack_path = self._side(".ack")
@@ -619,14 +620,14 @@ class MlflowSink:
         ack_path = self._side(".ack")
         try:
             if self._pending:
-                _atomic_write(ack_path, str(self._acked))
+                atomic_write_text(ack_path, str(self._acked))
             else:
                 # Everything sent: start the spool afresh so it never grows past one outage.
                 try:
                     self._path.unlink(missing_ok=True)
                 except OSError:
                     # The spool cannot go (read-only folder): at least mark its records sent.
-                    _atomic_write(ack_path, str(self._acked))
+                    atomic_write_text(ack_path, str(self._acked))
                 else:
                     ack_path.unlink(missing_ok=True)
         except OSError as exc:
@@ -859,12 +860,6 @@ def _artifact_name(artifact_file: str, suffixes: tuple[str, ...]) -> str:
                          f"{' or '.join(suffixes)}. Got {artifact_file!r} instead.")
     parts = [p for p in artifact_file.split("/") if p not in ("", ".", "..")]
     return "/".join(parts)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _append_line(path: Path, line: str) -> None:

@@ -101,13 +101,6 @@ class ChatServer:
         self.thread.join(timeout=5)
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound and released)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def endpoint_probe(*, faithful: bool, n_prompts: int = 4, k: int = 4, seed: int = 0):

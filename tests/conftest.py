@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from _local_servers import MlflowServer
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_LOGS = REPO / "tests" / "data" / "real-logs"
@@ -70,65 +67,6 @@ def _isolate_mlflow_env(monkeypatch):
 def sqlite_tracking_uri(tmp_path) -> str:
     """A fresh embedded MLflow store (sqlite) in the test's temporary folder."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """A real ``mlflow server`` on 127.0.0.1 that a test can stop and start again.
-
-    The backend store is a sqlite file, so data survives a restart on the same port.
-    """
-
-    def __init__(self, root: Path, port: int | None = None) -> None:
-        self.root = root
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 90.0) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / "server.log", "ab")
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-               "--artifacts-destination", str(self.root / "artifacts")]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited early; see {self.root / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer /health within {timeout} s")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        # The server forks workers: signal the whole process group we started.
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture(scope="session")

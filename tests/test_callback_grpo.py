@@ -271,7 +271,7 @@ def test_monitoring_failures_never_stop_training(tmp_path, caplog, monkeypatch):
     # An unreachable tracking server and an engine exception, in one run.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    from conftest import free_port
+    from _local_servers import free_port
 
     job = lab_job("rule", seed=0)
     cb = SaturationCallback(_FailingMonitor(**short_monitor(total_steps=8)), action="halt",

@@ -18,7 +18,8 @@ from satmon.probe import (ChatEndpoint, EndpointError, ExactJudge, OpenAIJudge, 
                           probe)
 from satmon.probe.judges import UNPARSEABLE
 
-from _probe_support import TASK, ChatServer, free_port, lab_prompts
+from _local_servers import free_port
+from _probe_support import TASK, ChatServer, lab_prompts
 
 
 def _exact_responder(body):

@@ -146,13 +146,9 @@ def _experiment(uri, name, tmp_path):
 # -- 1. full or unwritable disk under the spool -------------------------------------------
 
 
-@pytest.mark.slow
-def test_full_spool_disk_during_an_outage_loses_no_metric(restartable_mlflow_server, tmp_path,
-                                                          fast_http, caplog):
-    """60 steps x 30 metrics spooled while the server is down, then the disk fills, 20 more
-    steps, the server comes back (disk still full): all 81 steps reach MLflow, counted right."""
-    server = restartable_mlflow_server
-    sink = MlflowSink(tracking_uri=server.uri, experiment_name="disk-full",
+def _sink_in_an_outage(server, tmp_path, experiment: str) -> MlflowSink:
+    """A sink that sent step 0, then spooled steps 1..60 while the server was down."""
+    sink = MlflowSink(tracking_uri=server.uri, experiment_name=experiment,
                       spool_dir=tmp_path / "spool", retry_interval_s=0.2,
                       max_retry_interval_s=1.0).open()
     _log_steps(sink, [0])
@@ -160,6 +156,16 @@ def test_full_spool_disk_during_an_outage_loses_no_metric(restartable_mlflow_ser
     server.stop()
     _log_steps(sink, range(1, 61))
     assert _wait_for(lambda: sink.stats.failures > 0)
+    return sink
+
+
+@pytest.mark.slow
+def test_full_spool_disk_during_an_outage_loses_no_metric(restartable_mlflow_server, tmp_path,
+                                                          fast_http, caplog):
+    """60 steps x 30 metrics spooled while the server is down, then the disk fills, 20 more
+    steps, the server comes back (disk still full): all 81 steps reach MLflow, counted right."""
+    server = restartable_mlflow_server
+    sink = _sink_in_an_outage(server, tmp_path, "disk-full")
     assert len(sink.path.read_text().splitlines()) == 60
     with caplog.at_level(logging.WARNING, logger="satmon.sinks"), full_disk(sink.path):
         _log_steps(sink, range(61, 81))
@@ -189,14 +195,7 @@ def test_full_disk_at_close_counts_kept_and_lost_records(restartable_mlflow_serv
     """The server is still down when the sink closes: the 60 spooled records are reported kept
     (and flush_spool later delivers them), the 20 held only in memory are reported lost."""
     server = restartable_mlflow_server
-    sink = MlflowSink(tracking_uri=server.uri, experiment_name="disk-full-close",
-                      spool_dir=tmp_path / "spool", retry_interval_s=0.2,
-                      max_retry_interval_s=1.0).open()
-    _log_steps(sink, [0])
-    assert sink.flush(60)
-    server.stop()
-    _log_steps(sink, range(1, 61))
-    assert _wait_for(lambda: sink.stats.failures > 0)
+    sink = _sink_in_an_outage(server, tmp_path, "disk-full-close")
     with caplog.at_level(logging.WARNING, logger="satmon.sinks"):
         with full_disk(sink.path):
             _log_steps(sink, range(61, 81))
@@ -476,7 +475,7 @@ def test_cli_analyze_of_a_silent_server_reports_the_timeout(silent_server, monke
 
 
 def test_reading_from_a_stopped_server_says_it_cannot_be_reached(monkeypatch):
-    from conftest import free_port
+    from _local_servers import free_port
     from satmon.analysis import read_run
     from satmon.analysis.readers.tracking import TrackingServerError
 

@@ -148,7 +148,7 @@ def test_file_store_opted_in_for_the_watcher_only(tmp_path, monkeypatch, capsys)
 
 
 def test_server_that_is_down_fails_after_bounded_retries(tmp_path, capsys):
-    from conftest import free_port
+    from _local_servers import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"
     t0 = time.monotonic()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from satmon._registry import Commands
+from satmon.analysis.cli_args import parse_report_formats
 
 COMMANDS = Commands()
 command = COMMANDS.command
@@ -306,7 +307,8 @@ def _experiment_run_maker(finder, keys, options, checkpoint_dir: str | None):
 @command("watch", "follow live runs (verl JSONL/console, TRL console, MLflow, TensorBoard), "
                   "feed the monitor, halt safely at a checkpoint", _watch_arguments)
 def _cmd_watch(args: argparse.Namespace) -> int:
-    formats = _report_formats(args.report_format) if args.out else []
+    formats = (parse_report_formats(args.report_format, option="--report-format")
+               if args.out else [])
     with _watcher_environment():
         watcher = build_watcher(args)
         watcher.load_state()
@@ -320,17 +322,6 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     if args.out:
         _write_report(watcher, args.out, formats)
     return status
-
-
-def _report_formats(text: str) -> list[str]:
-    from satmon.analysis.report import REPORT_FORMATS
-
-    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
-    bad = [f for f in formats if f not in REPORT_FORMATS]
-    if bad or not formats:
-        raise ValueError(f"--report-format: unknown format(s) {bad or [text]}; choose from "
-                         f"{list(REPORT_FORMATS)}, comma-separated.")
-    return formats
 
 
 def _write_report(watcher, out: str, formats: list[str]) -> None:

@@ -45,16 +45,19 @@ watcher turns them into the monitor's inputs.
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import math
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# The console line patterns and the log-dict parser are the reader's own, so a followed log
+# and a log read after the fact are parsed alike.
+from satmon.analysis.readers.console import (BOX_LINE, PROGRESS_COUNTER, TRL_DICT, TRL_PROBE,
+                                             VERL_PROBE, parse_log_dict)
 
 log = logging.getLogger("satmon.watch")
 
@@ -319,13 +322,6 @@ _VERL_TOTAL = re.compile(r"[Tt]otal[ _]training[ _]steps'?\s*[:=]\s*(\d+)\b")
 # transformers prints "  Total optimization steps = N" when training starts; TRL's config
 # repr holds max_steps=N (-1 means "from the epochs").
 _TRL_TOTAL = re.compile(r"Total optimization steps\s*=\s*([\d,]+)|\bmax_steps'?\s*[:=]\s*(\d+)\b")
-_VERL_PROBE = re.compile(r"(?:^|[\s)\]>])step:[-+.\w]+ - [^\s:]+:\S")
-_TRL_DICT = re.compile(r"\{'[^{}\n]*\}")
-# A log dict starts with a metric and a number (transformers >= 5: a quoted number).
-_TRL_PROBE = re.compile(r"\{'[\w./\-@ ]+': '?[-+\d.einaf]+'?[,}]")
-_TQDM = re.compile(r"(\d+)/(\d+) \[")
-_BOX_LINE = re.compile(r"^\s*[\u2500-\u257f|+]")
-_NON_FINITE = re.compile(r"(?<=[:\[,] )(-?inf|nan)(?=[,}\]])")
 
 
 class ConsoleFollower(_FileTail):
@@ -420,14 +416,14 @@ class ConsoleFollower(_FileTail):
                     if self._bar_total is None:
                         self._bar_total = total
         if (self.flavor == "verl" or (self.flavor != "trl" or self._guessed)) and \
-                _VERL_PROBE.search(line):
+                VERL_PROBE.search(line):
             if self.flavor == "trl":
                 poll.notes.append(f"{self.path}, line {lineno}: a verl step line; reading the "
                                   "log as verl console output from here")
             self.flavor, self._guessed = "verl", False
             self._verl_line(lineno, line, poll)
             return
-        if self.flavor in ("auto", "trl") and not _BOX_LINE.match(line):
+        if self.flavor in ("auto", "trl") and not BOX_LINE.match(line):
             self._trl_line(lineno, line, poll)
 
     def _verl_line(self, lineno: int, line: str, poll: Poll) -> None:
@@ -448,7 +444,7 @@ class ConsoleFollower(_FileTail):
             poll.records.append((int(step), values))
 
     def _trl_line(self, lineno: int, line: str, poll: Poll) -> None:
-        for m in _TQDM.finditer(line):
+        for m in PROGRESS_COUNTER.finditer(line):
             n, total = int(m.group(1)), int(m.group(2))
             if self._bar_total is None and self._waiting:
                 self._bar_total = total
@@ -458,10 +454,10 @@ class ConsoleFollower(_FileTail):
                     for values in self._waiting:
                         poll.records.append((n, values))
                     self._waiting = []
-        for m in _TRL_DICT.finditer(line):
-            if self.flavor == "auto" and not _TRL_PROBE.match(m.group(0)):
+        for m in TRL_DICT.finditer(line):
+            if self.flavor == "auto" and not TRL_PROBE.match(m.group(0)):
                 continue  # a config dump or other dict text: not a log dict
-            values = _literal_dict(m.group(0))
+            values = parse_log_dict(m.group(0))
             if values is None:
                 if self.flavor == "trl" and not self._guessed:
                     poll.notes.append(f"{self.path}, line {lineno}: skipped a dict-like text "
@@ -480,25 +476,6 @@ class ConsoleFollower(_FileTail):
                 self._waiting.append(values)
             else:
                 poll.records.append((step, values))
-
-
-def _literal_dict(text: str) -> dict[str, Any] | None:
-    """A printed log dict as a dict (:func:`ast.literal_eval`, never ``eval``)."""
-    try:
-        value = ast.literal_eval(_NON_FINITE.sub("None", text))
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        return None
-    out = {}
-    for k, v in value.items():
-        if isinstance(v, str):  # transformers >= 5 prints floats as strings
-            try:
-                v = float(v)
-            except ValueError:
-                pass
-        out[k] = v
-    return out
 
 
 # -- MLflow ----------------------------------------------------------------------------------
@@ -854,43 +831,18 @@ class TensorBoardFollower:
     def _records(self, path: Path, data: bytes, info: dict[str, Any], poll: Poll,
                  points: list[tuple[int, str, float]], event_pb2: Any, tensor_util: Any,
                  crc: Any) -> int:
+        from satmon.analysis.readers.event_files import FrameStop, event_scalars, tfrecord_frames
+
         pos = 0
-        while len(data) - pos >= 12:
-            header = data[pos:pos + 8]
-            (length,) = struct.unpack("<Q", header)
-            (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
-            if crc(header) != header_crc:
-                self._stop(path, info, poll, info["offset"] + pos, "a record fails its length "
-                                                                   "CRC check (corrupt)")
-                return pos
-            end = pos + 12 + length
-            if end + 4 > len(data):
-                break  # the record is still being written
-            payload = data[pos + 12:end]
-            (payload_crc,) = struct.unpack("<I", data[end:end + 4])
-            if crc(payload) != payload_crc:
-                self._stop(path, info, poll, info["offset"] + pos, "a record fails its data "
-                                                                   "CRC check (corrupt)")
-                return pos
-            try:
-                event = event_pb2.Event.FromString(payload)
-            except Exception as exc:  # protobuf's DecodeError on a frame whose CRC held
-                self._stop(path, info, poll, info["offset"] + pos,
-                           f"a record is not a valid Event ({type(exc).__name__})")
-                return pos
-            for value in event.summary.value:
-                which = value.WhichOneof("value")
-                if which == "simple_value":
-                    points.append((int(event.step), value.tag, float(value.simple_value)))
-                elif which == "tensor":
-                    if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
-                        info["plugin"][value.tag] = value.metadata.plugin_data.plugin_name
-                    if info["plugin"].get(value.tag) == "scalars":
-                        arr = tensor_util.make_ndarray(value.tensor)
-                        if arr.size == 1:
-                            points.append((int(event.step), value.tag,
-                                           float(arr.reshape(()))))
-            pos = end + 4
+        try:
+            for index, offset, payload in tfrecord_frames(data, crc):
+                step, scalars = event_scalars(payload, index, offset, event_pb2, tensor_util,
+                                              info["plugin"])
+                points += [(step, tag, value) for tag, value in scalars]
+                pos = offset + len(payload) + 16
+        except FrameStop as stop:
+            if not stop.truncated:  # a cut last frame is still being written: wait for it
+                self._stop(path, info, poll, info["offset"] + stop.offset, stop.problem)
         return pos
 
     @staticmethod

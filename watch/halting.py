@@ -38,10 +38,11 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from satmon._files import atomic_write_text
 
 VERL_MARKER = "latest_checkpointed_iteration.txt"
 _VERL_DIR = re.compile(r"^global_step_(\d+)$")
@@ -162,8 +163,10 @@ class StopActions:
         problems: list[str] = []
         if self.stop_file:
             try:
-                _atomic_text(Path(self.stop_file), json.dumps(decision, indent=2,
-                                                              allow_nan=False) + "\n")
+                stop = Path(self.stop_file)
+                stop.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(stop, json.dumps(decision, indent=2, allow_nan=False) + "\n",
+                                  durable=True)
             except OSError as exc:
                 problems.append(f"--stop-file {self.stop_file}: could not be written ({exc})")
         if self.on_halt:
@@ -213,23 +216,6 @@ def decision_environment(decision: dict[str, Any]) -> dict[str, str]:
         "SATMON_MLFLOW_RUN_ID": str(decision.get("mlflow_run_id") or ""),
         "SATMON_DECISION": json.dumps(decision, allow_nan=False),
     }
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 __all__ = ["Checkpoint", "StopActions", "VERL_MARKER", "decision_environment",

@@ -76,13 +76,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from satmon._files import atomic_write_text
 from satmon.decision import Action, Decision
 from satmon.watch.halting import StopActions, find_checkpoint
 from satmon.watch.metric_keys import WatchKeys, WatchResolved, missing_train_key_message
@@ -1061,19 +1061,7 @@ class Watcher:
         text = json.dumps(state, allow_nan=False)
         path = self.state_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_text(path, text, durable=True)
         for r in (*self.runs, *self.experiments):
             r.changed = False
 

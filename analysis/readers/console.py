@@ -71,15 +71,15 @@ log = logging.getLogger("satmon.analysis.readers")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _VERL_LINE = re.compile(r"(?:^|[\s)\]>])step:(\S+?) - (.*)$")
-_VERL_PROBE = re.compile(r"(?:^|[\s)\]>])step:[-+.\w]+ - [^\s:]+:\S")
+VERL_PROBE = re.compile(r"(?:^|[\s)\]>])step:[-+.\w]+ - [^\s:]+:\S")
 _WHOLE = re.compile(r"[0-9]+")
 _NUMPY_SCALAR = re.compile(r"^(?:np\.)?(?:float|int)\d*\((.*)\)$|^tensor\((.*?)(?:,.*)?\)$")
-_TRL_DICT = re.compile(r"\{'[^{}\n]*\}")
-_TRL_PROBE = re.compile(r"\{'[\w./\-@ ]+': '?[-+\d.einaf]+'?[,}]")
+TRL_DICT = re.compile(r"\{'[^{}\n]*\}")
+TRL_PROBE = re.compile(r"\{'[\w./\-@ ]+': '?[-+\d.einaf]+'?[,}]")
 _NON_FINITE = re.compile(r"(?<=[:\[,] )(-?inf|nan)(?=[,}\]])")
-_TQDM = re.compile(r"(\d+)/(\d+) \[")
+PROGRESS_COUNTER = re.compile(r"(\d+)/(\d+) \[")
 # Rich tables and panels, drawn with box characters (or ASCII ones on a non-UTF-8 terminal).
-_BOX_LINE = re.compile(r"^\s*[\u2500-\u257f|+]")
+BOX_LINE = re.compile(r"^\s*[\u2500-\u257f|+]")
 _PANEL_STEP = re.compile(r"[\u256d\u250c+][\u2500\u2501-]+ Step (\d+) "
                          r"[\u2500\u2501-]+[\u256e\u2510+]")
 _DICT_STEP_KEYS = ("global_step", "step")
@@ -108,11 +108,11 @@ def clean_terminal_text(text: str) -> list[str]:
 
 
 def looks_like_verl_console(lines: list[str]) -> bool:
-    return any(_VERL_PROBE.search(line) for line in lines)
+    return any(VERL_PROBE.search(line) for line in lines)
 
 
 def looks_like_trl_console(lines: list[str]) -> bool:
-    return any(_TRL_PROBE.search(line) for line in lines)
+    return any(TRL_PROBE.search(line) for line in lines)
 
 
 def _verl_value(text: str) -> Any:
@@ -202,7 +202,10 @@ def verl_config_metadata(text: str) -> dict[str, Any]:
     return found
 
 
-def _literal_dict(text: str) -> dict[str, Any] | None:
+def parse_log_dict(text: str) -> dict[str, Any] | None:
+    """One printed TRL / transformers log dict as a dict (:func:`ast.literal_eval`, never
+    ``eval``; ``nan`` / ``inf`` become None, pre-formatted number strings numbers), or None
+    when the text is not such a dict."""
     try:
         value = ast.literal_eval(_NON_FINITE.sub("None", text))
     except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -264,16 +267,16 @@ def read_trl_console(text: str, *, source: str) -> MetricLog:
     joined = "\n".join(lines)
     # Box lines are blanked (same length, so positions agree) before looking for dicts and
     # counters: completion tables print model output, which may hold either.
-    masked = "\n".join(" " * len(line) if _BOX_LINE.match(line) else line for line in lines)
+    masked = "\n".join(" " * len(line) if BOX_LINE.match(line) else line for line in lines)
     dicts: list[tuple[int, int, dict[str, Any]]] = []
     unparsed = 0
-    for m in _TRL_DICT.finditer(masked):
-        record = _literal_dict(m.group(0))
+    for m in TRL_DICT.finditer(masked):
+        record = parse_log_dict(m.group(0))
         if record is None:
             unparsed += 1
         elif record:
             dicts.append((m.start(), m.end(), record))
-    counters = [(m.start(), int(m.group(1)), int(m.group(2))) for m in _TQDM.finditer(masked)]
+    counters = [(m.start(), int(m.group(1)), int(m.group(2))) for m in PROGRESS_COUNTER.finditer(masked)]
     panels = [(m.start(), int(m.group(1))) for m in _PANEL_STEP.finditer(joined)]
     bounds = [(end, dicts[i + 1][0] if i + 1 < len(dicts) else len(joined) + 1)
               for i, (_, end, _) in enumerate(dicts)]

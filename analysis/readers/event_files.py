@@ -94,36 +94,73 @@ def _hf_tag_to_key(tag: str) -> str:
     return "test_" + tag[len("test/"):]
 
 
-class _Stop(Exception):
-    """Where and why a record iteration stopped before the end of the file."""
+class FrameStop(Exception):
+    """Where and why a walk over TFRecord frames stopped before the end of the data.
 
-    def __init__(self, record: int, offset: int, problem: str) -> None:
+    ``truncated`` is True when the data ends inside a frame (a cut file, or one still being
+    written), False when a frame is damaged (a CRC check failed, or the payload is no Event).
+    """
+
+    def __init__(self, record: int, offset: int, problem: str, *, truncated: bool) -> None:
         super().__init__(problem)
         self.record, self.offset, self.problem = record, offset, problem
+        self.truncated = truncated
 
 
-def _records(data: bytes, masked_crc32c: Any) -> Iterator[tuple[int, int, bytes]]:
-    """``(index, offset, payload)`` of each TFRecord frame; raises :class:`_Stop` at a bad one."""
+def tfrecord_frames(data: bytes, masked_crc32c: Any) -> Iterator[tuple[int, int, bytes]]:
+    """``(index, offset, payload)`` of each TFRecord frame in ``data`` (8-byte length, its
+    CRC, the payload, its CRC), both CRCs checked; raises :class:`FrameStop` at the first frame
+    that is cut or damaged. Shared by the reader and ``satmon watch``."""
     pos, index, size = 0, 1, len(data)
     while pos < size:
         if size - pos < 12:
-            raise _Stop(index, pos, f"the file ends inside the header of record {index} "
-                                    f"({size - pos} of 12 bytes)")
+            raise FrameStop(index, pos, f"the file ends inside the header of record {index} "
+                                        f"({size - pos} of 12 bytes)", truncated=True)
         header = data[pos:pos + 8]
         (length,) = struct.unpack("<Q", header)
         (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
         if masked_crc32c(header) != header_crc:
-            raise _Stop(index, pos, f"record {index} fails its length CRC check (corrupt)")
+            raise FrameStop(index, pos, f"record {index} fails its length CRC check (corrupt)",
+                            truncated=False)
         end = pos + 12 + length
         if end + 4 > size:
-            raise _Stop(index, pos, f"the file ends inside record {index} ({size - pos} of "
-                                    f"{length + 16} bytes)")
+            raise FrameStop(index, pos, f"the file ends inside record {index} ({size - pos} "
+                                        f"of {length + 16} bytes)", truncated=True)
         payload = data[pos + 12:end]
         (payload_crc,) = struct.unpack("<I", data[end:end + 4])
         if masked_crc32c(payload) != payload_crc:
-            raise _Stop(index, pos, f"record {index} fails its data CRC check (corrupt)")
+            raise FrameStop(index, pos, f"record {index} fails its data CRC check (corrupt)",
+                            truncated=False)
         yield index, pos, payload
         pos, index = end + 4, index + 1
+
+
+def event_scalars(payload: bytes, index: int, offset: int, event_pb2: Any, tensor_util: Any,
+                  plugin_of: dict[str, str]) -> tuple[int, list[tuple[str, float]]]:
+    """``(step, [(tag, value), ...])`` of the scalar summaries in one Event frame.
+
+    Scalars are ``simple_value`` summaries and single-element tensors of the ``scalars``
+    plugin; ``plugin_of`` carries each tag's plugin across frames (TensorBoard names it on a
+    tag's first summary only). A payload that is no Event raises :class:`FrameStop`.
+    """
+    try:
+        event = event_pb2.Event.FromString(payload)
+    except Exception as exc:  # protobuf's DecodeError: a frame whose CRC still held
+        raise FrameStop(index, offset, f"record {index} is not a valid Event "
+                                       f"({type(exc).__name__})", truncated=False) from None
+    out = []
+    for value in event.summary.value:
+        kind = value.WhichOneof("value")
+        if kind == "simple_value":
+            out.append((value.tag, float(value.simple_value)))
+        elif kind == "tensor":
+            if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+                plugin_of[value.tag] = value.metadata.plugin_data.plugin_name
+            if plugin_of.get(value.tag) == "scalars":
+                arr = tensor_util.make_ndarray(value.tensor)
+                if arr.size == 1:
+                    out.append((value.tag, float(arr.reshape(()))))
+    return int(event.step), out
 
 
 def _scalar_points(path: Path, mlog: MetricLog, modules: dict[str, Any],
@@ -134,26 +171,12 @@ def _scalar_points(path: Path, mlog: MetricLog, modules: dict[str, Any],
     plugin_of: dict[str, str] = {}
     read = 0
     try:
-        for index, offset, payload in _records(data, modules["masked_crc32c"]):
-            try:
-                event = event_pb2.Event.FromString(payload)
-            except Exception as exc:  # protobuf's DecodeError: a frame whose CRC still held
-                raise _Stop(index, offset, f"record {index} is not a valid Event "
-                                           f"({type(exc).__name__})") from None
+        for index, offset, payload in tfrecord_frames(data, modules["masked_crc32c"]):
+            step, scalars = event_scalars(payload, index, offset, event_pb2, tensor_util,
+                                          plugin_of)
             read += 1
-            for value in event.summary.value:
-                kind = value.WhichOneof("value")
-                if kind == "simple_value":
-                    points.append((value.tag, event.step, value.simple_value))
-                elif kind == "tensor":
-                    # The plugin is named on a tag's first summary only.
-                    if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
-                        plugin_of[value.tag] = value.metadata.plugin_data.plugin_name
-                    if plugin_of.get(value.tag) == "scalars":
-                        arr = tensor_util.make_ndarray(value.tensor)
-                        if arr.size == 1:
-                            points.append((value.tag, event.step, float(arr.reshape(()))))
-    except _Stop as stop:
+            points += [(tag, step, value) for tag, value in scalars]
+    except FrameStop as stop:
         unread = len(data) - stop.offset
         mlog.metadata.setdefault("partial_read", []).append({
             "file": str(path), "records_read": read, "stopped_at_record": stop.record,
