@@ -29,7 +29,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -884,6 +884,7 @@ def build_report(
     replay_options: Mapping[str, Any] | None = None,
     progress: bool | Callable[[Iterable[Any]], Iterable[Any]] = False,
     workers: int = 1,
+    replays: Mapping[str, ReplaySummary] | None = None,
 ) -> Report:
     """Analyse every run and compare the configured pairs.
 
@@ -899,6 +900,10 @@ def build_report(
         Replay the online monitor over each run (the slow part on long runs).
     replay_options:
         Keyword arguments for :func:`satmon.replay.replay`.
+    replays:
+        ``{run name: ReplaySummary}`` to show instead of replaying those runs, e.g. what the
+        live callback decided (:meth:`ReplaySummary.from_records`); the report then counts as
+        replayed.
     progress:
         True shows a tqdm progress bar; a callable wraps the iterable of runs (or, with
         ``workers > 1``, of finished chunks of runs) itself.
@@ -935,19 +940,26 @@ def build_report(
                         f"{type(groups).__name__} instead.")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"The 'workers' parameter must be an int >= 1. Got {workers!r} instead.")
+    given = dict(replays or {})
     params = ReportParams(eps=eps, end_margin=end_margin, heldout_policy=heldout_policy,
-                          replay=bool(replay))
+                          replay=bool(replay) or bool(given))
     options = dict(replay_options or {})
     run_list = list(runs)
     for run in run_list:
         if not isinstance(run, Run):
             raise TypeError(f"build_report needs satmon.Run objects. Got {type(run).__name__} "
                             "instead; read logs with satmon.analysis.read_run first.")
+    # Runs with a given summary are analysed without a replay of their own.
+    own = replace(params, replay=bool(replay))
     if workers == 1 or len(run_list) < 2:
-        results = [_analyse_one(run, params, config, options)
+        results = [_analyse_one(run, replace(own, replay=False) if run.name in given else own,
+                                config, options)
                    for run in _wrap_progress(run_list, progress, "run")]
     else:
-        results = _analyse_parallel(run_list, params, config, options, workers, progress)
+        results = _analyse_parallel(run_list, own, config, options, workers, progress)
+    for run, res in zip(run_list, results):
+        if run.name in given and res.get("analysis") is not None:
+            res["replay"], res["replay_note"] = given[run.name], ""
     reports = [RunReport(run=run, **res) for run, res in zip(run_list, results)]
     _check_groups_against_runs(reports, config)
     return Report(runs=reports, pairs=_pair_gaps(reports, config, params), config=config,

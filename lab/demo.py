@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -347,10 +347,7 @@ def write_demo_report(rows: Sequence[DemoRow], out: Path) -> dict[str, str]:
         live[full.name] = live_replay_summary(row.run, row.unhalted)
     # The report shows what the live callback decided (not a second, offline replay), so its
     # table, its figures and plots/ agree.
-    report = analysis_report.build_report(runs, replay=False)
-    for r in report.runs:
-        r.replay = live[r.name]
-    report.params = replace(report.params, replay=True)
+    report = analysis_report.build_report(runs, replay=False, replays=live)
     written = report.write(out / "report", formats=("html", "md", "csv"))
     files = {"report": str(written["html"])}
     fig, _ = plots.plot_grid(runs, replays=live, max_cols=2)

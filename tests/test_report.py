@@ -423,3 +423,17 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_given_replays_are_shown_instead_of_a_replay():
+    """``replays=`` puts a summary (e.g. the live callback's) in place of an offline replay."""
+    from satmon.analysis.report import ReplaySummary
+
+    live = ReplaySummary(halt_step=123, reason="memorizing", message="live halt",
+                         compute_saved=0.59, regret=0.0)
+    runs = [make_run("memorizing", seed=1, total_steps=300, name="a").run,
+            make_run("memorizing", seed=2, total_steps=300, name="b").run]
+    rep = build_report(runs, replay=False, replays={"a": live})
+    assert rep["a"].replay is live and rep["b"].replay is None
+    assert rep.params.replay and rep.counts()["halted"] == 1
+    assert "replay halt" in rep.summary() and "123" in rep.summary()
