@@ -2,28 +2,43 @@
 
 Run from the repository root:
 
-    python benchmarks/bench_probe.py --quick      # 4 variants x 3 seeds x 100 GRPO steps
-    python benchmarks/bench_probe.py              # 4 variants x 5 seeds x 300 GRPO steps
+    python benchmarks/bench_probe.py --quick      # 5 variants x 3 seeds x 100 GRPO steps
+    python benchmarks/bench_probe.py              # 5 variants x 8 seeds x 300 GRPO steps
+    python benchmarks/bench_probe.py --quick --original   # the first design (see below)
 
-Pre-RL variants, all on the lab's running-sum task with 8 RL prompts (the ``sft-answers`` and
-``sft-traces`` presets of :mod:`satmon.lab.settings`, plus shorter and longer trace SFT made
-with ``LabSetting.with_overrides``; the lab itself is unchanged):
+Pre-RL variants, all on the lab's running-sum task with 8 RL prompts and 128 SFT prompts that
+never contain the symbol ``"d"`` (``sft_withheld``; RL and held-out prompts are drawn from every
+prompt, ~88% of held-out prompts contain ``"d"``), 400 SFT steps each:
 
-* ``sft-answers``: SFT on final answers only (no scratchpad: the exact rubric scores 0);
-* ``sft-traces-40`` / ``sft-traces`` (150 steps) / ``sft-traces-400``: SFT on scratchpads.
+* ``answers-withheld``: SFT on final answers only (no scratchpad: the exact rubric scores 0);
+* ``traces-unfaithful-R`` for R in 0, 0.25, 0.5, 0.75: SFT on scratchpads of which a share R
+  is unfaithful (``sft_unfaithful``: the true answer after steps that do not conclude it,
+  rubric 0). R = 0 is the ``sft-traces-withheld`` preset, R = 0.5 ``sft-traces-unfaithful``.
+
+Why this design. The first one (``--original``: SFT on every symbol for 40 / 150 / 400 steps)
+made faithfulness and held-out accuracy the same measurement: a scratchpad whose every step is
+valid concludes the right answer, so the most faithful models solved the held-out set before RL
+(no headroom), the others had not learned the steps, and the faithfulness axis only ran along
+SFT length. Withholding one symbol leaves every seed the same, measurable headroom (held-out
+prompts without ``"d"`` are solved before RL, the others are not), and the unfaithful share
+moves faithfulness at a fixed SFT length and fixed competence.
 
 For each variant and seed the benchmark rebuilds the pre-RL model exactly as
-``satmon.lab.runner.run_lab`` does (same seed, same splits, same SFT call), probes it with
-:func:`satmon.probe.probe` (8 held-out prompts x 16 rollouts, exact judge, temperature 1 -
-the prompts and seed ``run_lab`` uses for its own ``pre_rl`` faithfulness, which the benchmark
-checks it reproduces), then runs RL with ``run_lab`` (flag mode, nothing halted) and reads the
-observed regime from held-out accuracy against true labels: **generalizing** when the held-out
-gain over the run, ``mean(last 3 evaluations) - M(0)``, is at least ``--min-gain`` (0.05).
+``satmon.lab.runner.run_lab`` does (same seed, same splits, same SFT pairs from
+``LabSetting.sft_pairs``), probes it with :func:`satmon.probe.probe` (8 held-out prompts x 16
+rollouts, exact judge, temperature 1 - the prompts and seed ``run_lab`` uses for its own
+``pre_rl`` faithfulness, which the benchmark checks it reproduces), then runs RL with
+``run_lab`` (flag mode, nothing halted) and reads the observed regime from held-out accuracy
+against true labels: **generalizing** when the held-out gain over the run,
+``mean(last 3 evaluations) - M(0)``, is at least ``--min-gain`` (0.05). The table also shows the
+training reward at step 1 and over the last 10 steps: a reward that climbs while held-out
+accuracy does not is memorization.
 
 It reports the AUROC of each pre-RL measure (faithfulness, raw diversity = distinct final
 answers per prompt, faithful diversity) for the observed regime, with a 95% bootstrap interval
-over seeds (seeds resampled within each variant). AUROC is undefined when every run shows the
-same regime; the table then says so. It prints tables and never asserts.
+over seeds (seeds resampled within each variant), and what the runs say about the probe's
+faithfulness threshold (``satmon.probe`` default 0.75, uncalibrated). AUROC is undefined when
+every run shows the same regime; the table then says so. It prints tables and never asserts.
 
 What the probe's prior changes in the monitor (no torch, about 5 minutes on one core):
 
@@ -54,14 +69,28 @@ PROBE_PROMPTS = 8
 PROBE_ROLLOUTS = 16
 
 
-def variants():
+#: Fractions of unfaithful SFT scratchpads of the validation variants.
+UNFAITHFUL_RATES = (0.0, 0.25, 0.5, 0.75)
+
+
+def variants(original: bool = False):
+    """The pre-RL variants: the headroom design (default) or the first, original one."""
     from satmon.lab.settings import SETTINGS
 
     answers, traces = SETTINGS["sft-answers"], SETTINGS["sft-traces"]
-    return {"sft-answers": answers,
-            "sft-traces-40": traces.with_overrides(name="sft-traces-40", sft_steps=40),
-            "sft-traces": traces,
-            "sft-traces-400": traces.with_overrides(name="sft-traces-400", sft_steps=400)}
+    if original:
+        return {"sft-answers": answers,
+                "sft-traces-40": traces.with_overrides(name="sft-traces-40", sft_steps=40),
+                "sft-traces": traces,
+                "sft-traces-400": traces.with_overrides(name="sft-traces-400", sft_steps=400)}
+    withheld = SETTINGS["sft-traces-withheld"]
+    out = {"answers-withheld": answers.with_overrides(
+        name="answers-withheld", sft_steps=withheld.sft_steps,
+        sft_withheld=withheld.sft_withheld)}
+    for rate in UNFAITHFUL_RATES:
+        name = f"traces-unfaithful-{rate:g}"
+        out[name] = withheld.with_overrides(name=name, sft_unfaithful=rate)
+    return out
 
 
 def pre_rl_model(setting, seed):
@@ -76,9 +105,7 @@ def pre_rl_model(setting, seed):
         supervised_finetune(model, tok, [(e.prompt, e.answer) for e in splits.format],
                             steps=setting.format_steps,
                             learning_rate=setting.sft_learning_rate, seed=seed + 1)
-    pairs = [(e.prompt, setting.task.completion(e.prompt, with_trace=setting.with_trace))
-             for e in splits.sft]
-    supervised_finetune(model, tok, pairs, steps=setting.sft_steps,
+    supervised_finetune(model, tok, setting.sft_pairs(splits, seed), steps=setting.sft_steps,
                         learning_rate=setting.sft_learning_rate, seed=seed)
     return model, tok, splits
 
@@ -128,6 +155,29 @@ def bootstrap_auroc(rows, key, *, seed=0, resamples=2000):
     if values.size < resamples // 2:
         return point, math.nan, math.nan
     return point, float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
+
+
+def threshold_evidence(rows) -> str:
+    """What the table says about the probe's faithfulness threshold (a line of text)."""
+    from satmon.probe.measure import DEFAULT_FAITHFULNESS_THRESHOLD as default
+
+    y = np.array([r["generalizing"] for r in rows], bool)
+    f = np.array([r["faith"] for r in rows], float)
+    n_gen = int(y.sum())
+
+    def agree(t):
+        return float(np.mean((f > t) == y))
+
+    line = (f"threshold: the default {default:g} calls {int((f > default).sum())} of {len(rows)} "
+            f"runs generalizing and agrees with {agree(default):.0%} of observed regimes")
+    if n_gen in (0, len(rows)):
+        return line + "; every run shows one regime, so the table cannot calibrate it"
+    cuts = np.unique(f)
+    best = max(cuts, key=agree)
+    return line + (f"; the best cut of these runs (faithfulness > {best:.3f}) agrees with "
+                   f"{agree(best):.0%} ({n_gen} generalizing runs: too few to calibrate on)"
+                   if n_gen < 5 else f"; the best cut, faithfulness > {best:.3f}, agrees "
+                   f"with {agree(best):.0%}")
 
 
 def fmt(x, digits=3):
@@ -207,8 +257,10 @@ def main(argv=None) -> int:
                     help="--monitor-prior: the simulated probe's accuracies")
     ap.add_argument("--workers", type=int, default=1, help="--monitor-prior: processes")
     ap.add_argument("--quick", action="store_true",
-                    help="3 seeds x 100 GRPO steps (about 5 minutes on 2 cores)")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3 / 5)")
+                    help="3 seeds x 100 GRPO steps (about 15 minutes on 1-2 loaded cores)")
+    ap.add_argument("--original", action="store_true",
+                    help="the first design's variants (SFT on every symbol, 40-400 steps)")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3 / 8)")
     ap.add_argument("--steps", type=int, default=None,
                     help="GRPO steps per run (default 100 with --quick, else the presets' 300)")
     ap.add_argument("--min-gain", type=float, default=0.05,
@@ -222,13 +274,13 @@ def main(argv=None) -> int:
     from satmon.lab.runner import run_lab
 
     require("torch").set_num_threads(1)
-    seeds = list(range(args.seeds or (3 if args.quick else 5)))
+    seeds = list(range(args.seeds or (3 if args.quick else 8)))
     steps = args.steps or (100 if args.quick else None)
     start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
         root = Path(args.out or tmp)
-        for name, setting in variants().items():
+        for name, setting in variants(args.original).items():
             if steps is not None:
                 setting = setting.with_overrides(max_steps=steps)
             for seed in seeds:
@@ -238,6 +290,8 @@ def main(argv=None) -> int:
                 curve = run.curves["heldout_acc"]
                 m0 = curve[0][1]
                 late = float(np.mean([v for _, v in curve[-3:]]))
+                reward = [v for _, v in run.curves["train_reward"]]
+                reward_end = float(np.mean(reward[-10:]))
                 lab_faith = run.pre_rl.get("faithfulness", {}).get("mean")
                 d = result.diversity
                 rows.append({"variant": name, "seed": seed, "faith": result.faithfulness,
@@ -246,18 +300,21 @@ def main(argv=None) -> int:
                              "lab_faith": lab_faith, "acc": result.accuracy,
                              "raw_div": d["distinct_answers"],
                              "faith_div": d["faithful_diversity"], "m0": m0, "late": late,
+                             "reward0": reward[0], "reward_end": reward_end,
                              "gain": late - m0, "generalizing": late - m0 >= args.min_gain})
                 print(f"  {name} s{seed}: faithfulness {fmt(result.faithfulness)} "
                       f"(lab {fmt(lab_faith)}), held-out {fmt(m0)} -> {fmt(late)}",
                       file=sys.stderr, flush=True)
     print(f"Pre-RL probe vs observed regime ({len(seeds)} seeds, "
           f"{steps or 'preset'} GRPO steps, generalizing = held-out gain >= {args.min_gain})")
-    header = ["variant", "seed", "faith", "95% CI", "lab faith", "acc", "raw div",
-              "faith div", "M(0)", "M(end)", "gain", "regime"]
+    header = ["variant", "seed", "faith", "95% CI", "acc", "raw div", "faith div",
+              "reward 1->end", "M(0)", "M(end)", "gain", "regime"]
     table = [[r["variant"], str(r["seed"]), fmt(r["faith"]),
-              f"{fmt(r['faith_lo'])}-{fmt(r['faith_hi'])}", fmt(r["lab_faith"]), fmt(r["acc"]),
-              fmt(r["raw_div"], 2), fmt(r["faith_div"]), fmt(r["m0"]), fmt(r["late"]),
-              f"{r['gain']:+.3f}", "gen" if r["generalizing"] else "mem"] for r in rows]
+              f"{fmt(r['faith_lo'])}-{fmt(r['faith_hi'])}", fmt(r["acc"]),
+              fmt(r["raw_div"], 2), fmt(r["faith_div"]),
+              f"{fmt(r['reward0'], 2)}->{fmt(r['reward_end'], 2)}", fmt(r["m0"]),
+              fmt(r["late"]), f"{r['gain']:+.3f}", "gen" if r["generalizing"] else "mem"]
+             for r in rows]
     from satmon.results import text_table
 
     print(text_table(header, table))
@@ -274,6 +331,7 @@ def main(argv=None) -> int:
     print(f"{n_gen} of {len(rows)} runs generalizing"
           + (" - AUROC undefined: every run shows the same regime" if n_gen in (0, len(rows))
              else ""))
+    print(threshold_evidence(rows))
     mismatch = [r for r in rows if r["lab_faith"] is not None
                 and abs(r["lab_faith"] - r["faith"]) > 1e-9]
     print(f"probe reproduces run_lab's own pre-RL faithfulness: "

@@ -34,7 +34,6 @@ from satmon.lab.rewards import MajorityVoteReward, SelfCertaintyReward
 from satmon.lab.settings import LabSetting, LabSplits, PreRL, RewardKind
 from satmon.lab.sft import measure_faithfulness, supervised_finetune
 from satmon.lab.tasks import to_dataset, trl_reward
-from satmon.lab.traces import CumulativeTask
 from satmon.results import Result, format_number, json_safe, text_table
 from satmon.run import Run
 
@@ -269,15 +268,10 @@ def _pre_rl(setting: LabSetting, model: Any, tokenizer: Any, splits: LabSplits,
         out["format_warmup"] = warm.to_dict()
     if setting.pre_rl is PreRL.NONE:
         return out
-    sft_examples = splits.sft
     split = splits.rl
     task = setting.task
     with_trace = setting.pre_rl is PreRL.SFT_TRACES
-    if isinstance(task, CumulativeTask):
-        pairs = [(e.prompt, task.completion(e.prompt, with_trace=with_trace))
-                 for e in sft_examples]
-    else:
-        pairs = [(e.prompt, e.true_answer) for e in sft_examples]
+    pairs = setting.sft_pairs(splits, seed)
     result = supervised_finetune(model, tokenizer, pairs, steps=setting.sft_steps,
                                  learning_rate=setting.sft_learning_rate, seed=seed)
     out["sft"] = result.to_dict()

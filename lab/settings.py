@@ -16,6 +16,10 @@ the GRPO budget. :data:`SETTINGS` holds the named presets the demo, the sweep an
 ``self-certainty``  the same with the self-certainty reward (the model's own confidence)
 ``sft-answers``     running-sum task, 8 RL prompts, after SFT on final answers only
 ``sft-traces``      the same after SFT on explicit scratchpads that derive the answer
+``sft-traces-       SFT on scratchpads of prompts without the symbol ``"d"`` (RL and held-out
+withheld``          prompts have it): the pre-RL model misses one step, so held-out has room
+``sft-traces-       the same with half the SFT scratchpads unfaithful (the true answer after
+unfaithful``        steps that do not conclude it)
 ==================  ============================================================================
 
 Held-out accuracy is always scored against true labels. ``expected_regime`` is set only where
@@ -39,7 +43,7 @@ from satmon.lab.tasks import (
     with_noisy_labels,
     with_random_labels,
 )
-from satmon.lab.traces import CumulativeTask, answer_match, final_answer
+from satmon.lab.traces import CumulativeTask, answer_match, final_answer, unfaithful_completion
 
 
 class Labels(str, Enum):
@@ -102,6 +106,14 @@ class LabSetting:
     reward: what the policy is trained on.
     pre_rl: the supervised step before RL; ``sft_prompts`` prompts (disjoint from the rest) for
         ``sft_steps`` steps at ``sft_learning_rate``.
+    sft_withheld: symbols that no SFT prompt contains (RL and held-out prompts are drawn from
+        every prompt). After SFT on scratchpads the model knows the derivation's format and its
+        steps for the other symbols, but not the step that adds a withheld symbol: held-out
+        accuracy has room to rise, and the missing piece is one local step shared by every
+        prompt, which RL on a few prompts can find only if the answer follows the scratchpad.
+    sft_unfaithful: fraction of SFT trace targets whose scratchpad is replaced by one that does
+        not conclude the (true) final answer (:func:`~satmon.lab.traces.unfaithful_completion`,
+        rubric score 0): sets how faithful the pre-RL model is, independently of SFT length.
     format_steps, format_prompts: a format warm-up before everything else: ``format_steps`` SFT
         steps on ``format_prompts`` further prompts answered with *uniformly random* symbols.
         A model built from scratch first learns to answer with one symbol at all; without the
@@ -129,6 +141,8 @@ class LabSetting:
     sft_prompts: int = 64
     sft_steps: int = 0
     sft_learning_rate: float = 3e-3
+    sft_withheld: str = ""
+    sft_unfaithful: float = 0.0
     format_steps: int = 30
     format_prompts: int = 32
     max_steps: int = 300
@@ -173,6 +187,23 @@ class LabSetting:
         if self.pre_rl is PreRL.SFT_TRACES and not isinstance(self.task, CumulativeTask):
             raise ValueError(f"LabSetting '{self.name}': pre_rl='sft_traces' needs a task with a "
                              f"scratchpad (CumulativeTask). Got {type(self.task).__name__}.")
+        if not isinstance(self.sft_withheld, str) or len(set(self.sft_withheld)) != len(
+                self.sft_withheld) or any(c not in self.task.symbols for c in self.sft_withheld) \
+                or len(self.sft_withheld) >= len(self.task.symbols):
+            raise ValueError(f"The 'sft_withheld' parameter of LabSetting must be a string of "
+                             f"distinct symbols of the task ({self.task.symbols!r}), leaving at "
+                             f"least one. Got {self.sft_withheld!r} instead.")
+        if isinstance(self.sft_unfaithful, bool) or not isinstance(
+                self.sft_unfaithful, (int, float)) or not 0.0 <= self.sft_unfaithful <= 1.0:
+            raise ValueError(f"The 'sft_unfaithful' parameter of LabSetting must be a float in "
+                             f"[0, 1]. Got {self.sft_unfaithful!r} instead.")
+        if self.sft_unfaithful > 0 and self.pre_rl is not PreRL.SFT_TRACES:
+            raise ValueError(f"LabSetting '{self.name}': sft_unfaithful > 0 corrupts scratchpads "
+                             f"and needs pre_rl='sft_traces'. Got "
+                             f"pre_rl={self.pre_rl.value!r}.")
+        if self.sft_withheld and self.pre_rl is PreRL.NONE:
+            raise ValueError(f"LabSetting '{self.name}': sft_withheld restricts the SFT prompts "
+                             f"and needs a pre-RL SFT step. Got pre_rl='none'.")
         if self.pre_rl is not PreRL.NONE and self.sft_steps == 0:
             raise ValueError(f"LabSetting '{self.name}': pre_rl={self.pre_rl.value!r} needs "
                              f"sft_steps >= 1.")
@@ -184,6 +215,12 @@ class LabSetting:
         if needed > self.task.n_prompts:
             raise ValueError(f"LabSetting '{self.name}' needs {needed} distinct prompts but its "
                              f"task has only {self.task.n_prompts}.")
+        if self.sft_withheld:
+            allowed = (len(self.task.symbols) - len(self.sft_withheld)) ** self.task.length
+            if self._n_sft > allowed:
+                raise ValueError(f"LabSetting '{self.name}' needs {self._n_sft} SFT prompts "
+                                 f"without the symbols {self.sft_withheld!r} but its task has "
+                                 f"only {allowed}.")
 
     # -- derived facts -------------------------------------------------------------------
 
@@ -235,12 +272,16 @@ class LabSetting:
         carry true labels; format examples carry uniformly random answers.
         """
         n_sft, n_format = self._n_sft, self._n_format
-        base = make_split(self.task, n_train=self.n_train + n_sft + n_format,
-                          n_heldout=self.n_heldout, seed=seed)
-        rl_train = base.train[:self.n_train]
-        sft = base.train[self.n_train:self.n_train + n_sft]
-        fmt = base.train[self.n_train + n_sft:]
-        split = TaskSplit(task=self.task, train=rl_train, heldout=base.heldout)
+        if self.sft_withheld:
+            sft, rl_train, fmt, heldout = self._draw_with_withheld(seed)
+        else:
+            base = make_split(self.task, n_train=self.n_train + n_sft + n_format,
+                              n_heldout=self.n_heldout, seed=seed)
+            rl_train = base.train[:self.n_train]
+            sft = base.train[self.n_train:self.n_train + n_sft]
+            fmt = base.train[self.n_train + n_sft:]
+            heldout = base.heldout
+        split = TaskSplit(task=self.task, train=rl_train, heldout=heldout)
         # Label corruption gets its own stream so it does not depend on the prompt draw order.
         label_seed = seed * 1_000_003 + 17
         if self.labels is Labels.RANDOM:
@@ -251,6 +292,47 @@ class LabSetting:
         fmt = tuple(Example(e.prompt, a, e.true_answer) for e, a in
                     zip(fmt, (rng.choice(self.task.symbols) for _ in fmt)))
         return LabSplits(rl=split, sft=tuple(sft), format=fmt)
+
+    def _draw_with_withheld(self, seed: int) -> tuple[tuple[Example, ...], ...]:
+        """SFT prompts from those without the withheld symbols, then the rest from all others."""
+        task = self.task
+        rng = random.Random(seed)
+        prompts = [task.prompt_from_index(i) for i in range(task.n_prompts)]
+        allowed = [p for p in prompts if not set(p) & set(self.sft_withheld)]
+        sft = rng.sample(allowed, self._n_sft)
+        taken = set(sft)
+        rest = rng.sample([p for p in prompts if p not in taken],
+                          self.n_train + self._n_format + self.n_heldout)
+        train = rest[:self.n_train]
+        fmt = rest[self.n_train:self.n_train + self._n_format]
+        heldout = rest[self.n_train + self._n_format:]
+
+        def examples(ps: list[str]) -> tuple[Example, ...]:
+            return tuple(Example(p, task.answer(p), task.answer(p)) for p in ps)
+
+        return examples(sft), examples(train), examples(fmt), examples(heldout)
+
+    def sft_pairs(self, splits: LabSplits, seed: int) -> list[tuple[str, str]]:
+        """The ``(prompt, target completion)`` pairs of the pre-RL SFT step (empty without one).
+
+        Answers only, or scratchpads that derive the answer; with ``sft_unfaithful`` a seeded
+        choice of ``round(sft_unfaithful * sft_prompts)`` targets gets an unfaithful scratchpad
+        (the true answer after steps that do not conclude it).
+        """
+        if self.pre_rl is PreRL.NONE:
+            return []
+        task = self.task
+        if not isinstance(task, CumulativeTask):
+            return [(e.prompt, e.true_answer) for e in splits.sft]
+        pairs = [(e.prompt, task.completion(e.prompt, with_trace=self.with_trace))
+                 for e in splits.sft]
+        if self.sft_unfaithful > 0:
+            rng = random.Random(seed * 1_000_003 + 41)
+            chosen = rng.sample(range(len(pairs)), round(self.sft_unfaithful * len(pairs)))
+            for i in sorted(chosen):
+                prompt = pairs[i][0]
+                pairs[i] = (prompt, unfaithful_completion(task, prompt, rng))
+        return pairs
 
     def to_dict(self) -> dict[str, Any]:
         task = self.task
@@ -268,6 +350,8 @@ class LabSetting:
             "pre_rl": self.pre_rl.value,
             "sft_prompts": self.sft_prompts,
             "sft_steps": self.sft_steps,
+            "sft_withheld": self.sft_withheld,
+            "sft_unfaithful": self.sft_unfaithful,
             "format_steps": self.format_steps,
             "max_steps": self.max_steps,
             "learning_rate": self.learning_rate,
@@ -318,6 +402,16 @@ SETTINGS: dict[str, LabSetting] = {s.name: s for s in (
     LabSetting(name="sft-traces", task=_SUM_TASK, n_train=8, pre_rl=PreRL.SFT_TRACES,
                sft_prompts=128, sft_steps=150, format_steps=0,
                description="running-sum task, 8 RL prompts, SFT on scratchpads"),
+    # SFT on the same task with every symbol teaches the held-out prompts' whole derivation:
+    # a model that learned it has no held-out headroom left for RL to show (400 steps: held-out
+    # ~1.0 before RL). Withholding one symbol from the SFT prompts leaves one step to learn.
+    LabSetting(name="sft-traces-withheld", task=_SUM_TASK, n_train=8, pre_rl=PreRL.SFT_TRACES,
+               sft_prompts=128, sft_steps=400, sft_withheld="d", format_steps=0,
+               description="running-sum task, SFT on scratchpads of prompts without 'd'"),
+    LabSetting(name="sft-traces-unfaithful", task=_SUM_TASK, n_train=8,
+               pre_rl=PreRL.SFT_TRACES, sft_prompts=128, sft_steps=400, sft_withheld="d",
+               sft_unfaithful=0.5, format_steps=0,
+               description="the same with half the SFT scratchpads unfaithful"),
 )}
 
 

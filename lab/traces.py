@@ -39,6 +39,7 @@ Example
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -99,6 +100,22 @@ class CumulativeTask(PromptSpace):
         """
         final = self.answer(prompt) if answer is None else answer
         return self.trace(prompt) + TRACE_END + final if with_trace else final
+
+
+def unfaithful_completion(task: CumulativeTask, prompt: str, rng: random.Random) -> str:
+    """A completion with the true final answer after a scratchpad that does not conclude it.
+
+    The scratchpad is ``task.length`` symbols drawn uniformly, its last one redrawn until it
+    differs from the answer, so :func:`faithfulness` scores it exactly 0: an answer the written
+    steps do not support (the paper's unfaithful reasoning, a rationalisation beside a correct
+    answer). Supervised fine-tuning on a fraction of such targets teaches a model that its
+    answer need not follow from its scratchpad, at a rate that sets how faithful it becomes.
+    """
+    answer = task.answer(prompt)
+    pad = [rng.choice(task.symbols) for _ in range(task.length)]
+    while pad[-1] == answer:
+        pad[-1] = rng.choice(task.symbols)
+    return "".join(pad) + TRACE_END + answer
 
 
 def final_answer(completion: str, *, with_trace: bool) -> str | None:

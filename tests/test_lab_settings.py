@@ -97,6 +97,75 @@ def test_setting_validation_names_the_problem():
         get_setting("generalizing").with_overrides(stpes=10)
 
 
+def test_sft_withheld_keeps_the_symbols_out_of_sft_prompts_only():
+    s = get_setting("sft-traces-withheld")
+    sets = s.splits(seed=0)
+    assert s.sft_withheld == "d" and len(sets.sft) == s.sft_prompts
+    assert not any("d" in e.prompt for e in sets.sft)
+    # RL and held-out prompts come from every prompt: most of them need the withheld step.
+    assert sum("d" in p for p in sets.rl.heldout_prompts) / s.n_heldout > 0.8
+    assert any("d" in p for p in sets.rl.train_prompts)
+    assert all(e.answer == s.task.answer(e.prompt) for e in sets.rl.train + sets.rl.heldout)
+
+
+def test_presets_without_withheld_symbols_draw_the_splits_they_always_drew():
+    from satmon.lab.tasks import make_split
+
+    s = get_setting("sft-traces")
+    base = make_split(s.task, n_train=s.n_train + s.sft_prompts, n_heldout=s.n_heldout, seed=5)
+    sets = s.splits(seed=5)
+    assert sets.rl.train == base.train[:s.n_train] and sets.rl.heldout == base.heldout
+    assert sets.sft == base.train[s.n_train:]
+    assert s.sft_pairs(sets, 5) == [(e.prompt, s.task.completion(e.prompt, with_trace=True))
+                                    for e in sets.sft]
+    answers = get_setting("sft-answers")
+    a_sets = answers.splits(seed=5)
+    assert answers.sft_pairs(a_sets, 5) == [(e.prompt, e.true_answer) for e in a_sets.sft]
+    assert get_setting("generalizing").sft_pairs(get_setting("generalizing").splits(0), 0) == []
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.25, 0.5, 1.0])
+def test_sft_unfaithful_corrupts_exactly_that_share_of_scratchpads(rate):
+    s = get_setting("sft-traces-withheld").with_overrides(sft_unfaithful=rate)
+    sets = s.splits(seed=1)
+    pairs = s.sft_pairs(sets, 1)
+    scores = [faithfulness(s.task, p, c) for p, c in pairs]
+    assert scores.count(0.0) == round(rate * s.sft_prompts)
+    assert scores.count(1.0) == s.sft_prompts - round(rate * s.sft_prompts)
+    # Every target keeps the true final answer: the corruption is of the reasoning only.
+    assert all(final_answer(c, with_trace=True) == s.task.answer(p) for p, c in pairs)
+    assert s.sft_pairs(sets, 1) == pairs
+
+
+def test_unfaithful_completion_scores_zero_with_the_true_answer():
+    import random
+
+    rng = random.Random(0)
+    for prompt in ("aaaa=", "bcad=", "dddd=", "abcd="):
+        c = traces.unfaithful_completion(TASK, prompt, rng)
+        pad, answer = c.split(traces.TRACE_END)
+        assert len(pad) == TASK.length and set(pad) <= set(TASK.symbols)
+        assert answer == TASK.answer(prompt) and pad[-1] != answer
+        assert faithfulness(TASK, prompt, c) == 0.0
+
+
+def test_new_sft_fields_are_validated():
+    traces_setting = get_setting("sft-traces")
+    with pytest.raises(ValueError, match="sft_unfaithful > 0 .* needs pre_rl='sft_traces'"):
+        get_setting("sft-answers").with_overrides(sft_unfaithful=0.5)
+    with pytest.raises(ValueError, match="'sft_unfaithful'.*\\[0, 1\\]. Got 1.5"):
+        traces_setting.with_overrides(sft_unfaithful=1.5)
+    with pytest.raises(ValueError, match="'sft_withheld'.*distinct symbols.*Got 'x'"):
+        traces_setting.with_overrides(sft_withheld="x")
+    with pytest.raises(ValueError, match="'sft_withheld'.*leaving at least one"):
+        traces_setting.with_overrides(sft_withheld="abcd")
+    with pytest.raises(ValueError, match="needs a pre-RL SFT step"):
+        get_setting("generalizing").with_overrides(sft_withheld="d")
+    # 2 symbols left over 5 positions: 32 prompts, fewer than the 128 SFT prompts.
+    with pytest.raises(ValueError, match="needs 128 SFT prompts without the symbols 'cd'.*32"):
+        traces_setting.with_overrides(sft_withheld="cd")
+
+
 def test_overrides_are_validated_and_leave_the_preset_alone():
     base = get_setting("generalizing")
     short = base.with_overrides(max_steps=20)
