@@ -176,7 +176,9 @@ class _Features:
 
 
 def _features(x: np.ndarray, y: np.ndarray, var: np.ndarray, ts: np.ndarray, tv: np.ndarray,
-              since_step: float | None, total_steps: float | None) -> _Features:
+              since_step: float | None, total_steps: float | None, *,
+              smoothed: np.ndarray | None = None) -> _Features:
+    # smoothed: _smooth_at(ts, tv, x) when the caller already has it.
     out = {f: 0.0 for f in FEATURES}
     if x.size < 3:
         return _Features(out)
@@ -190,7 +192,7 @@ def _features(x: np.ndarray, y: np.ndarray, var: np.ndarray, ts: np.ndarray, tv:
         b2, se2 = wls_slope(x[sel], y[sel], var[sel])
         out["z_recent"] = b2 / se2 if se2 > 0 else 0.0
     if ts.size >= 3:
-        r = _smooth_at(ts, tv, x)
+        r = _smooth_at(ts, tv, x) if smoothed is None else smoothed
         ok = np.isfinite(r)
         if ok.sum() >= 3 and np.ptp(r[ok]) > 0.02:
             b3, se3 = wls_slope(r[ok], y[ok], var[ok])

@@ -219,3 +219,26 @@ def test_slope_test_running_sums_match_a_direct_fit_and_old_states_load():
         restored.update(v, s)
     assert restored.slope == pytest.approx(det.slope, rel=1e-9)
     assert restored.slope_se == pytest.approx(det.slope_se, rel=1e-9)
+
+
+def test_bocpd_segment_table_is_bounded_and_the_values_beyond_it_are_the_same(monkeypatch):
+    # One segment of 3,000 points: every step needs the log-gamma ratio of its length. Beyond
+    # the cached table it is computed directly; the decisions and posteriors must not change,
+    # and the table must not grow with the segment (it did: 12 MB after 100,000 steps).
+    import satmon.detectors.bocpd as bocpd
+
+    rng = np.random.default_rng(2)
+    ys = (0.5 + 0.01 * rng.standard_normal(3000)).tolist()
+
+    def run():
+        det = LinearBOCPD(time_scale=3000.0)
+        events = [det.update(y, s) for s, y in enumerate(ys)]
+        return det, [e.to_dict() if e is not None else None for e in events]
+
+    full, ev_full = run()
+    monkeypatch.setattr(bocpd, "_GAMMA_TABLE", 100)
+    capped, ev_capped = run()
+    assert len(capped._gamma_table) <= 100 < len(full._gamma_table)
+    assert ev_capped == ev_full
+    assert capped.state_dict() == full.state_dict()
+    assert capped.segment_slope() == full.segment_slope()

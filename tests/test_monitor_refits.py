@@ -108,3 +108,28 @@ def test_recent_window_medians_match_statistics_median(seed):
             assert mad == statistics.median([abs(b - a) for a, b in zip(ref, ref[1:])])
     rebuilt = _RecentWindow(values)
     assert rebuilt.medians() == win.medians()
+
+
+def test_running_residual_sums_match_the_kept_series_and_old_states_load():
+    # The staleness test reads running sums of the residuals since the last refit (O(1) per
+    # update); they must equal the sums recomputed from the kept series, and a state saved
+    # before they existed recomputes them on load and continues with the same decisions.
+    rng = np.random.default_rng(4)
+    mon = SaturationMonitor(total_steps=T, halt_on=())
+    feed = [(s, _curve(s, None) + 0.02 * rng.standard_normal(),
+             {"acc": (0.4 + 0.01 * rng.standard_normal(), 1000)} if s % 10 == 0 else None)
+            for s in range(1, 601)]
+    for s, v, held in feed[:350]:
+        mon.update(s, v, heldout=held)
+    total, count = mon._fit_resid
+    again_total, again_count = mon._residuals_since_refit()
+    assert count == again_count > 5
+    assert total == pytest.approx(again_total, abs=1e-12)
+    state = json.loads(json.dumps(mon.state_dict(), allow_nan=False))
+    del state["fit_residuals"]
+    old = SaturationMonitor(total_steps=T, halt_on=())
+    old.load_state_dict(state)
+    assert old._fit_resid[1] == count
+    for s, v, held in feed[350:]:
+        a, b = mon.update(s, v, heldout=held), old.update(s, v, heldout=held)
+        assert (a.action, a.reason, a.message) == (b.action, b.reason, b.message)

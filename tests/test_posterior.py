@@ -223,3 +223,74 @@ def test_upper_bound_is_consistent_with_the_gain_probability():
         assert (post.gain_upper > 0.01) == (post.p_gain > 0.05) or \
             abs(post.p_gain - 0.05) < 0.01, (trial, post)
         assert post.gain_upper >= 0.0 and post.expected_gain >= 0.0
+
+
+def _two_pass_dispersion(prior, x, y, var, r, scale_t):
+    """Each split's dispersion from a direct two-pass weighted fit of every shape (centred
+    sums, no running totals), the way a textbook would compute it."""
+    from satmon.monitor.posterior import shape_columns
+
+    S = np.concatenate([shape_columns(prior, x - x[0], scale_t), r[:, None]], axis=1)
+    w = 1.0 / var
+    out = []
+    for j in range(min(prior.max_lead, max(x.size - 4, 0)) + 1):
+        yy, ww = y[j:], w[j:]
+        yc = yy - (ww * yy).sum() / ww.sum()
+        syy = (ww * yc * yc).sum()
+        best = syy
+        for k in range(S.shape[1]):
+            sc = S[j:, k] - (ww * S[j:, k]).sum() / ww.sum()
+            sss = (ww * sc * sc).sum()
+            if sss > 0:
+                b = (ww * sc * yc).sum() / sss
+                best = min(best, (ww * (yc - b * sc) ** 2).sum())
+        m = yy.size
+        out.append(max(prior.dispersion_floor,
+                       (prior.dispersion_dof + best) / (prior.dispersion_dof + max(m - 2, 0))))
+    return np.array(out)
+
+
+def test_a_shape_constant_over_a_split_does_not_fake_a_fit():
+    # A fast approach shape is complete after the second evaluation (0.99999998, 1, 1 ...), so
+    # over the later splits it is a constant column. Computed as the difference of two large
+    # running sums, its rounding error passed for a fit: the released engine put this series'
+    # dispersion at 0.40 instead of 0.46 on one split (and P(gain) at 0.12 instead of 0.18).
+    from satmon.monitor.posterior import _evidence
+
+    prior = default_prior()
+    x = np.arange(0.0, 177.0, 22.0)
+    y = np.array([0.172695, 0.186309, 0.165694, 0.15986, 0.190198, 0.225982, 0.27149,
+                  0.307273, 0.314664])
+    var = point_variance(y, np.full(9, 2500.0))
+    r = np.linspace(0.30, 0.87, 9)
+    ev = _evidence(prior, x, y, var, r, 0.0015, 176.0, 182.0)
+    np.testing.assert_allclose(ev.phi, _two_pass_dispersion(prior, x, y, var, r, 182.0),
+                               rtol=1e-9)
+
+
+def test_cached_shape_columns_give_the_same_posterior_as_recomputing_them():
+    from satmon.monitor.posterior import ShapeColumns
+
+    rng = np.random.default_rng(5)
+    steps = np.arange(0.0, 1000.0, 20.0)
+    y = np.clip(0.3 + 0.2 * (1 - np.exp(-steps / 300)) + rng.normal(0, 0.02, steps.size), 0, 1)
+    r = np.linspace(0.2, 0.9, steps.size)
+    cache = ShapeColumns()
+    for n in range(2, steps.size + 1):
+        kw = dict(step=float(steps[n - 1]), total_steps=1200.0, reward_levels=r[:n],
+                  reward_rise_left=0.05)
+        fresh = heldout_gain_posterior(steps[:n], y[:n], np.full(n, 400), **kw)
+        cached = heldout_gain_posterior(steps[:n], y[:n], np.full(n, 400), cache=cache, **kw)
+        for f in fields(fresh):
+            assert getattr(cached, f.name) == pytest.approx(getattr(fresh, f.name),
+                                                            rel=1e-9, abs=1e-12), (n, f.name)
+    # Another span, or another series of the same length, starts the table again.
+    other = heldout_gain_posterior(steps, y, np.full(steps.size, 400), step=980.0,
+                                   total_steps=5000.0, cache=cache)
+    assert other.p_gain == pytest.approx(heldout_gain_posterior(
+        steps, y, np.full(steps.size, 400), step=980.0, total_steps=5000.0).p_gain, rel=1e-9)
+    shifted = steps + 7.0
+    assert heldout_gain_posterior(shifted, y, np.full(steps.size, 400), step=990.0,
+                                  total_steps=5000.0, cache=cache).p_gain == pytest.approx(
+        heldout_gain_posterior(shifted, y, np.full(steps.size, 400), step=990.0,
+                               total_steps=5000.0).p_gain, rel=1e-9)

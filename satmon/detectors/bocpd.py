@@ -13,6 +13,8 @@ from satmon.detectors.base import Detector, Event, check_number
 # Sufficient statistics per run-length hypothesis, one row each:
 # n, sum x, sum y, sum x^2, sum x*y, sum y^2 (x = step / time_scale, y = value / noise scale).
 _N, _SX, _SY, _SXX, _SXY, _SYY = range(6)
+#: Segment lengths whose log-gamma ratio is cached (about 0.3 MB).
+_GAMMA_TABLE = 2048
 
 
 def _row_posterior(row: tuple[float, ...], lam0: float, lam1: float,
@@ -166,6 +168,12 @@ class LinearBOCPD(Detector):
         Cached by n, computed with scipy's gammaln so the values are those of the array code.
         """
         table = self._gamma_table
+        if n >= _GAMMA_TABLE:
+            # Beyond the table (segments longer than _GAMMA_TABLE points, a handful of
+            # hypotheses on a long run): computed each time, so memory stays bounded.
+            an = self._a0 + 0.5 * float(n)
+            ap = an + 0.5
+            return an, ap, float(gammaln(ap) - gammaln(an))
         while len(table) <= n:
             an = self._a0 + 0.5 * float(len(table))
             ap = an + 0.5

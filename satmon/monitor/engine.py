@@ -63,7 +63,8 @@ from satmon.detectors import LinearBOCPD, ResidualCUSUM, SlopeTest
 from satmon.detectors.base import as_step, from_primitive, to_primitive
 from satmon.monitor.config import MonitorConfig
 from satmon.monitor.decide import DecisionInput, decide
-from satmon.monitor.posterior import (HeldoutPosterior, default_prior, heldout_gain_posterior,
+from satmon.monitor.posterior import (HeldoutPosterior, ShapeColumns, default_prior,
+                                      heldout_gain_posterior,
                                       point_variance)
 from satmon.regime import CLASSES, _features, _smooth_at, regime_probabilities
 
@@ -197,6 +198,15 @@ class SaturationMonitor:
         self._warm: dict[str, list[float]] = {}
         self._tsat_samples: list[float] = []
         self._last_refit = -1
+        # Since the last refit: the training rewards' summed residual from the fitted curve,
+        # their count (the staleness test of the next refit, O(1) per update).
+        self._fit_resid = [0.0, 0]
+        # Caches derived from the state (never saved): the fitted curve on aligned blocks of
+        # steps, each held-out series' shape columns, the training series as arrays.
+        self._pred_block: tuple[int, np.ndarray] | None = None
+        self._columns: dict[str, ShapeColumns] = {}
+        self._train_arrays: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._compressions = 0
         self._regime: dict[str, float] = dict(_UNDETERMINED)
         self._regime_features: dict[str, float] = {}
         self._gain: dict[str, float] = {}
@@ -341,6 +351,9 @@ class SaturationMonitor:
         # residual sd), so it fires when the curve leaves the fit; before the first fit it uses
         # its own damped trend.
         expected, scale = self._fit_prediction(step)
+        if expected is not None:
+            self._fit_resid[0] += value - expected
+            self._fit_resid[1] += 1
         for ev in (self._slope.update(value, step), self._bocpd.update(value, step),
                    self._cusum.update(value, step, expected=expected, scale=scale)):
             if ev is not None:
@@ -362,11 +375,19 @@ class SaturationMonitor:
         sd = float(fit.get("noise_sd", math.nan))
         if not params or not fit.get("weights") or not math.isfinite(sd) or sd <= 0:
             return None, None
-        pred = 0.0
-        for fam, weight in fit["weights"].items():
-            pred += weight * float(curve_value(fam, params[fam], np.array([float(step)]),
-                                               fit["time_scale"])[0])
-        return (pred, sd) if math.isfinite(pred) else (None, None)
+        # The curve is evaluated on blocks of _PRED_BLOCK steps aligned to multiples of it (one
+        # vectorised call per block instead of one per update; aligned, so a resumed monitor
+        # evaluates the same blocks).
+        start = step - step % _PRED_BLOCK
+        block = self._pred_block
+        if block is None or block[0] != start:
+            xs = np.arange(start, start + _PRED_BLOCK, dtype=float)
+            pred = np.zeros(_PRED_BLOCK)
+            for fam, weight in fit["weights"].items():
+                pred += weight * curve_value(fam, params[fam], xs, fit["time_scale"])
+            block = self._pred_block = (start, pred)
+        value = float(block[1][step - start])
+        return (value, sd) if math.isfinite(value) else (None, None)
 
     def _refit_due(self, step: int, new_heldout: bool) -> bool:
         c = self.config
@@ -392,26 +413,30 @@ class SaturationMonitor:
 
     def _fit_agrees(self) -> bool:
         """True when the training rewards since the last refit agree with the fitted curve:
-        their (weighted) mean residual from the ensemble's curve is within ``refit_z``
-        standard errors of zero (the fit's residual sd)."""
+        their mean residual from the ensemble's curve is within ``refit_z`` standard errors of
+        zero (the fit's residual sd)."""
         fit = self._fit
-        params = fit.get("params")
         z_max = self.config.refit_z
-        if not params or z_max <= 0 or not fit.get("weights"):
+        total, count = self._fit_resid
+        if not fit.get("params") or z_max <= 0 or not fit.get("weights") or count < 5:
             return False
-        i0 = bisect.bisect_right(self._train_steps, self._last_refit)
-        if len(self._train_steps) - i0 < 5:
-            return False
-        steps = np.asarray(self._train_steps[i0:])
-        w = np.asarray(self._train_weights[i0:], dtype=float)
-        pred = np.zeros(steps.size)
-        for fam, weight in fit["weights"].items():
-            pred += weight * curve_value(fam, params[fam], steps, fit["time_scale"])
-        resid = np.asarray(self._train_values[i0:]) - pred
-        w_sum = float(w.sum())
-        se = max(float(fit.get("noise_sd", math.nan)), 1e-4) / math.sqrt(w_sum)
-        z = abs(float(resid @ w) / w_sum) / se
+        se = max(float(fit.get("noise_sd", math.nan)), 1e-4) / math.sqrt(count)
+        z = abs(total / count) / se
         return bool(z < z_max)  # False for a NaN z: refit
+
+    def _residuals_since_refit(self) -> list:
+        """``[summed residual, count]`` of the training rewards after the last refit, from the
+        kept series (for a state saved before the running sums were)."""
+        expected_sd = self._fit_prediction
+        i0 = bisect.bisect_right(self._train_steps, self._last_refit)
+        total, count = 0.0, 0
+        for st, v, w in zip(self._train_steps[i0:], self._train_values[i0:],
+                            self._train_weights[i0:]):
+            expected, _ = expected_sd(int(round(st)))
+            if expected is not None:
+                total += w * (v - expected)
+                count += w
+        return [total, count]
 
     def _compress_history(self) -> None:
         # Average adjacent pairs of the older half, keeping recent points at full resolution.
@@ -424,6 +449,7 @@ class SaturationMonitor:
             new_s.append((st[i] * wt[i] + st[i + 1] * wt[i + 1]) / w)
             new_v.append((va[i] * wt[i] + va[i + 1] * wt[i + 1]) / w)
             new_w.append(w)
+        self._compressions += 1
         self._train_steps = new_s + st[k:]
         self._train_values = new_v + va[k:]
         self._train_weights = new_w + wt[k:]
@@ -460,6 +486,8 @@ class SaturationMonitor:
         c = self.config
         total = c.total_steps if c.total_steps is not None else 2 * step
         self._last_refit = step
+        self._fit_resid = [0.0, 0]
+        self._pred_block = None
         try:
             fc = forecast_saturation(
                 self._train_steps, self._train_values, total_steps=max(total, step),
@@ -597,21 +625,40 @@ class SaturationMonitor:
             self._halted = d
         return d
 
-    def _reward_levels(self, x: np.ndarray) -> tuple[np.ndarray | None, float]:
-        """The training reward at each evaluation, normalised by its ceiling, and its forecast
-        rise over the rest of the budget (None, 0 when the reward is unbounded or unseen)."""
+    def _train_series(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept training steps and rewards as arrays: a buffer that grows by the points
+        added since the last call, rebuilt after a compression of the history."""
+        n = len(self._train_steps)
+        buf = self._train_arrays
+        if buf is None or buf[0] != self._compressions or buf[1] > n:
+            buf = (self._compressions, 0, np.empty(max(2 * n, 64)), np.empty(max(2 * n, 64)))
+        _, k, st, va = buf
+        if n > st.size:
+            st = np.concatenate([st[:k], np.empty(2 * n - k)])
+            va = np.concatenate([va[:k], np.empty(2 * n - k)])
+        if n > k:
+            st[k:n] = self._train_steps[k:]
+            va[k:n] = self._train_values[k:]
+        self._train_arrays = (self._compressions, n, st, va)
+        return st[:n], va[:n]
+
+    def _reward_levels(self, x: np.ndarray,
+                       smoothed: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """The training reward at each evaluation (``smoothed``: its local means at ``x``),
+        normalised by its ceiling, and its forecast rise over the rest of the budget (None, 0
+        when the reward is unbounded or unseen)."""
         top = self.config.reward_ceiling
         if top is None or top <= 0 or not self._train_values or self._range[1] > top + 1e-6:
             return None, 0.0
-        ts = np.asarray(self._train_steps)
-        r = _smooth_at(ts, np.asarray(self._train_values), x)
+        ts, tv = self._train_series()
+        r = smoothed
         ok = np.isfinite(r)
         if not ok.any():
             return None, 0.0
         if not ok.all():
             # Evaluations between logged steps (or the one before RL): the nearest reward.
             idx = np.clip(np.searchsorted(ts, x), 0, ts.size - 1)
-            r = np.where(ok, r, np.asarray(self._train_values)[idx])
+            r = np.where(ok, r, tv[idx])
         level = statistics.median(self._train_values[-20:])
         # The larger of the fits' forecast rise and the recent trend carried over the rest of
         # the budget: the fits call a slow creep saturated long before it stops (a creeping
@@ -629,8 +676,7 @@ class SaturationMonitor:
         probs = {k: 0.0 for k in CLASSES}
         n_called = 0
         feats_sum: dict[str, float] = {}
-        train_steps = np.asarray(self._train_steps)
-        train_values = np.asarray(self._train_values)
+        train_steps, train_values = self._train_series()
         slopes = []
         for name, h in self._heldout.items():
             if len(h["steps"]) < 2:
@@ -638,11 +684,13 @@ class SaturationMonitor:
             x = np.asarray(h["steps"])
             y = np.asarray(h["values"])
             var = point_variance(y, np.asarray(h["sizes"]))
-            levels, rise = self._reward_levels(x)
+            smoothed = _smooth_at(train_steps, train_values, x)
+            levels, rise = self._reward_levels(x, smoothed)
             self._posteriors[name] = heldout_gain_posterior(
                 x, y, variances=var, step=step, total_steps=max(total, step),
                 min_gain=c.min_heldout_gain, prior=self._prior, reward_levels=levels,
-                reward_rise_left=rise, frozen_steps=self._frozen)
+                reward_rise_left=rise, frozen_steps=self._frozen,
+                cache=self._columns.setdefault(name, ShapeColumns()))
             drop = _collapse_drop(y, var)
             if drop is not None:
                 self._collapsed[name] = drop
@@ -651,7 +699,8 @@ class SaturationMonitor:
             if x.size < 3:
                 continue
             # The regime call (reported in the evidence; the halt does not use it).
-            ev = _features(x, y, var, train_steps, train_values, since, total)
+            ev = _features(x, y, var, train_steps, train_values, since, total,
+                           smoothed=smoothed)
             slopes.append(ev.slope_all[0])
             if x.size >= c.min_heldout_points:
                 n_called += 1
@@ -700,6 +749,7 @@ class SaturationMonitor:
             "warm": to_primitive(self._warm),
             "tsat_samples": to_primitive(self._tsat_samples),
             "last_refit": self._last_refit,
+            "fit_residuals": list(self._fit_resid),
             "regime": to_primitive(self._regime),
             "regime_features": to_primitive(self._regime_features),
             "gain": to_primitive(self._gain),
@@ -814,6 +864,9 @@ class SaturationMonitor:
         self._warm = from_primitive(state.get("warm", {}))
         self._tsat_samples = [float(v) for v in from_primitive(state.get("tsat_samples", []))]
         self._last_refit = int(state.get("last_refit", -1))
+        resid = state.get("fit_residuals")
+        self._fit_resid = ([float(resid[0]), int(resid[1])] if resid is not None
+                           else self._residuals_since_refit())
         self._regime = from_primitive(state.get("regime", dict(_UNDETERMINED)))
         self._regime_features = from_primitive(state.get("regime_features", {}))
         self._gain = from_primitive(state.get("gain", {}))
@@ -827,6 +880,9 @@ class SaturationMonitor:
         return (f"SaturationMonitor(total_steps={self.config.total_steps}, "
                 f"last_step={self._last_step}, halted={self.halted})")
 
+
+#: Steps per block on which the fitted reward curve is evaluated at once.
+_PRED_BLOCK = 256
 
 #: Training rewards in the divergence check's reference window.
 _DIVERGE_WINDOW = 50
@@ -877,8 +933,9 @@ def _collapse_drop(y: np.ndarray, var: np.ndarray) -> tuple[float, float] | None
     else None."""
     if y.size < 6:
         return None
-    windows = np.lib.stride_tricks.sliding_window_view(y, 3)
-    best = float(np.median(windows, axis=1).max())
+    # The median of each 3 consecutive values, exactly the middle one (no sort per window).
+    a, b, c = y[:-2], y[1:-1], y[2:]
+    best = float(np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c)).max())
     # The median of three has about 0.45 of one point's variance.
     limit = max(_COLLAPSE_DROP, _COLLAPSE_SDS * math.sqrt(1.45 * float(var[-3:].max())))
     drop = best - float(y[-3:].max())

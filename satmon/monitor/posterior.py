@@ -48,6 +48,7 @@ and a frozen policy gains nothing: ``P(gain)`` is multiplied by one minus that.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -60,6 +61,11 @@ from satmon.detectors.base import check_number
 from satmon.regime import point_variance
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+#: The upper bound's gain grid: 64 points, geometric from 1e-4.
+_UNIT = np.linspace(0.0, 1.0, 64)
+_LOG_1E4 = math.log(1e-4)
+#: Posterior weight (of 1) below which a shape is left out of the gain sums.
+_NEGLIGIBLE = 1e-16
 #: The default cap on the likelihood ratio a pre-RL probe carries (:meth:`GainPrior.with_probe`).
 PROBE_MAX_RATIO = 4.0
 
@@ -245,7 +251,8 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
                            total_steps: float, min_gain: float = 0.01,
                            prior: GainPrior | None = None, reward_levels: Any = None,
                            reward_rise_left: float = 0.0, frozen_steps: int = 0,
-                           variances: Any = None) -> HeldoutPosterior:
+                           variances: Any = None,
+                           cache: ShapeColumns | None = None) -> HeldoutPosterior:
     """P(held-out accuracy gains ``min_gain`` or more between ``step`` and ``total_steps``).
 
     Parameters
@@ -271,6 +278,9 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
         docstring).
     variances:
         Per-evaluation variances, overriding ``sizes`` (for callers that already have them).
+    cache:
+        A :class:`ShapeColumns` kept for this series between calls (the monitor keeps one per
+        series), so each call adds the new evaluations' design rows instead of recomputing all.
 
     Example
     -------
@@ -303,7 +313,8 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
         r = np.asarray(reward_levels, dtype=float)
         if r.shape != x.shape or not np.isfinite(r).all():
             raise ValueError("reward_levels must be finite and one per evaluation.")
-    ev = _evidence(pr, x, y, var, r, reward_rise_left, float(step), total)
+    cols = None if cache is None else cache.get(pr, x, max(total - x[0], 1.0))
+    ev = _evidence(pr, x, y, var, r, reward_rise_left, float(step), total, columns=cols)
     return _posterior(ev, pr, min_gain=min_gain, frozen_steps=frozen_steps, horizon=horizon)
 
 
@@ -335,7 +346,8 @@ class _Evidence:
 
 
 def _evidence(pr: GainPrior, x: np.ndarray, y: np.ndarray, var: np.ndarray,
-              r: np.ndarray | None, rise_left: float, step: float, total: float) -> _Evidence:
+              r: np.ndarray | None, rise_left: float, step: float, total: float,
+              columns: np.ndarray | None = None) -> _Evidence:
     n = x.size
     scale_t = max(total - x[0], 1.0)
     # Leading evaluations may belong to an earlier phase (the format jump of the first steps):
@@ -343,20 +355,38 @@ def _evidence(pr: GainPrior, x: np.ndarray, y: np.ndarray, var: np.ndarray,
     # level, uniform on [0, 1], so each contributes a likelihood of about 1). The shapes keep
     # their time origin at the first evaluation; all splits are computed at once.
     n_lead = min(pr.max_lead, max(n - 4, 0))
-    S, D, D0, lo, hi, kinds = _design(pr, x, r, rise_left, step, total, scale_t)
-    # Sums over evaluations j.. for every split j at once (reverse cumulative sums, O(N x K)).
+    if columns is None:
+        columns = shape_columns(pr, x - x[0], scale_t)
+    D, D0, lo, hi, kinds = _levers(pr, step - x[0], total - x[0], scale_t, r, rise_left)
+    S = columns if r is None else np.concatenate([columns, r[:, None]], axis=1)
+    # Each column less its value at the last evaluation (the intercept `a` absorbs a constant):
+    # a shape that is constant over a split (an approach already complete, a rise still to
+    # come) then has sums near zero instead of the difference of two large ones, whose
+    # rounding error would otherwise pass for a fit (a spurious g, a dispersion near zero).
+    S = S - S[-1]
+    # Sums over evaluations j.. for every split j at once: the sum over the last split's
+    # evaluations (a matrix-vector product) plus the few leading ones added back one by one,
+    # so a split's sums only ever contain its own evaluations (never a difference of two
+    # large totals), O(N x K) in BLAS.
     w = 1.0 / var
+    wy = w * y
+    L = n_lead
 
-    def tail_sums(a: np.ndarray) -> np.ndarray:
-        return np.cumsum(a[::-1], axis=0)[::-1][: n_lead + 1]
+    def tail_sums(head: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        back = np.cumsum(head[::-1], axis=0)[::-1]
+        return np.concatenate([rest[None] + back, rest[None]], axis=0)
 
     m = n - np.arange(n_lead + 1)
-    sw = tail_sums(w)
-    swy = tail_sums(w * y)
-    syy = np.maximum(tail_sums(w * y * y) - swy ** 2 / sw, 0.0)
-    sws = tail_sums(w[:, None] * S)
-    sss = np.maximum(tail_sums(w[:, None] * S * S) - sws ** 2 / sw[:, None], 1e-12)
-    sys_ = tail_sums((w * y)[:, None] * S) - swy[:, None] * sws / sw[:, None]
+    sw = tail_sums(w[:L], np.asarray(w[L:].sum()))
+    swy = tail_sums(wy[:L], np.asarray(wy[L:].sum()))
+    syy = np.maximum(tail_sums(wy[:L] * y[:L], np.asarray(wy[L:] @ y[L:])) - swy ** 2 / sw,
+                     0.0)
+    head, tail = S[:L], S[L:]
+    wS = w[:L, None] * head
+    sws = tail_sums(wS, w[L:] @ tail)
+    sss = np.maximum(tail_sums(wS * head, w[L:] @ (tail * tail)) - sws ** 2 / sw[:, None],
+                     1e-12)
+    sys_ = tail_sums(y[:L, None] * wS, wy[L:] @ tail) - swy[:, None] * sws / sw[:, None]
     ghat = sys_ / sss
     q = np.maximum(syy[:, None] - sys_ * ghat, 0.0)
     chi2 = np.minimum(syy, q.min(axis=1))
@@ -366,7 +396,9 @@ def _evidence(pr: GainPrior, x: np.ndarray, y: np.ndarray, var: np.ndarray,
     zk = np.maximum(ndtr((hi - ghat) / sd) - ndtr((lo - ghat) / sd), 1e-300)
     # The Gaussian constants differ between splits (other points, other dispersion), so the
     # evidence keeps them: N(y; mean, phi v) per point, and the integral over `a`.
-    base = (-0.5 * m * np.log(2 * math.pi * phi) - 0.5 * tail_sums(np.log(var))
+    log_var = np.log(var)
+    base = (-0.5 * m * np.log(2 * math.pi * phi)
+            - 0.5 * tail_sums(log_var[:L], np.asarray(log_var[L:].sum()))
             + 0.5 * np.log(2 * math.pi * phi / sw))
     log_m = (-0.5 * q / phi[:, None] + np.log(sd) + _LOG_SQRT_2PI + np.log(zk)
              - np.log(hi - lo) + base[:, None])
@@ -402,16 +434,23 @@ def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: i
     split_w = (wk.sum(axis=1) + w0) / norm
     wk = (wk / norm).ravel()
     w0 = float(w0.sum() / norm)
-    ghat, sd, zk = ev.ghat.ravel(), ev.sd.ravel(), ev.zk.ravel()
-    D, D0, lo, hi = (np.tile(a, J) for a in (ev.D, ev.D0, ev.lo, ev.hi))
+    # Shapes with a negligible posterior weight are left out of the sums below: together they
+    # weigh less than J x K x 1e-16, far below any probability the decision compares.
+    keep = np.flatnonzero(wk > _NEGLIGIBLE)
+    wk = wk[keep]
+    ghat, sd, zk = ev.ghat.ravel()[keep], ev.sd.ravel()[keep], ev.zk.ravel()[keep]
+    K = ev.D.size
+    D, D0, lo, hi = (a[keep % K] for a in (ev.D, ev.D0, ev.lo, ev.hi))
+    z_hi = ndtr((hi - ghat) / sd)
 
     def tail(cuts: np.ndarray, lever: np.ndarray) -> np.ndarray:
         # P(g x lever >= cut) for each cut, summed over the non-flat shapes (flat gains 0).
-        pos = lever > 0
-        g_cut = np.where(pos, cuts[:, None] / np.where(pos, lever, 1.0), np.inf)
-        c = np.minimum(np.maximum(g_cut, lo), hi)
-        t = np.maximum(ndtr((hi - ghat) / sd) - ndtr((c - ghat) / sd), 0.0) / zk
-        return np.where(pos & (g_cut < hi), t, 0.0) @ wk
+        # Only shapes that can reach the smallest cut (g x lever <= hi x lever) contribute.
+        i = np.flatnonzero((lever > 0) & (hi * lever > cuts.min()))
+        g_cut = cuts[:, None] / lever[i]
+        c = np.minimum(np.maximum(g_cut, lo[i]), hi[i])
+        t = np.maximum(z_hi[i] - ndtr((c - ghat[i]) / sd[i]), 0.0) / zk[i]
+        return np.where(g_cut < hi[i], t, 0.0) @ wk[i]
 
     p_frozen = 0.0
     if frozen_steps > 0 and horizon > 0:
@@ -428,7 +467,8 @@ def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: i
         # The tail on a grid of gains gives P(gain >= min_gain) and the 95% upper bound.
         top_gain = float(np.max(hi * D, initial=0.0))
         # Geometric from 0.01 point, so a bound below the first step of a linear grid is seen.
-        grid = np.concatenate([[min_gain], np.geomspace(1e-4, max(top_gain, 2e-4), 64)])
+        log_top = math.log(max(top_gain, 2e-4))
+        grid = np.concatenate([[min_gain], np.exp(_LOG_1E4 + (log_top - _LOG_1E4) * _UNIT)])
         tails = alive * tail(grid, D)
         p_gain = float(tails[0])
         upper = _upper_bound(grid[1:], tails[1:], 0.05)
@@ -450,53 +490,95 @@ def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: i
         p_frozen=float(p_frozen), n_points=int(ev.n), horizon=horizon)
 
 
-def _design(pr: GainPrior, x: np.ndarray, r: np.ndarray | None, rise_left: float,
-            step: float, total: float, scale_t: float):
-    """Every non-flat shape's column (``(N, K)``, time from the first evaluation), its gain
-    lever from now to the end ``D`` and from the start to now ``D0``, the bounds of ``g`` and
-    its kind (each ``(K,)``)."""
-    x0 = (x - x[0])[:, None]
-    now = step - x[0]
-    end = total - x[0]
-    cols, d_left, d_sofar, lows, highs, kinds = [], [], [], [], [], []
-
-    def add(col, left, sofar, low, high, kind):
-        k = np.size(left)
-        cols.append(col)
-        d_left.append(np.broadcast_to(left, (k,)))
-        d_sofar.append(np.broadcast_to(sofar, (k,)))
-        lows.append(np.full(k, low))
-        highs.append(np.full(k, high))
-        kinds.append(np.full(k, kind))
-
-    # Approach shapes, one per time scale: s = 1 - exp(-x / tau).
-    taus = scale_t * np.geomspace(pr.tau_low, pr.tau_high, pr.n_tau)
-    add(-np.expm1(-x0 / taus), np.exp(-now / taus) - np.exp(-end / taus),
-        -np.expm1(-now / taus), pr.gain_low, pr.gain_high, _APPROACH)
-    # Onset shapes: an accelerating rise (x / T)**k, the convex start of a sigmoid learning curve.
-    ks = np.asarray(pr.onset_powers)
-    f_now = min(now, scale_t) / scale_t
-    f_end = min(end, scale_t) / scale_t
-    add((x0 / scale_t) ** ks, f_end ** ks - f_now ** ks, f_now ** ks, pr.gain_low,
-        pr.gain_high, _ONSET)
+def _shape_values(pr: GainPrior, t: np.ndarray, scale_t: float) -> np.ndarray:
+    """Every fixed shape's value ``s_k(t)`` at times ``t`` since the first evaluation
+    (``(len(t), K0)``; ``s_k(0) = 0``), in the order approach, onset, delayed: the one place
+    each shape's formula lives. ``scale_t`` is the planned span from the first evaluation."""
+    t = np.asarray(t, dtype=float)[:, None]
+    taus, powers, delays = _shape_params(pr, float(scale_t))
+    # Approach shapes, one per time scale: s = 1 - exp(-t / tau).
+    parts = [-np.expm1(-t / taus)]
+    # Onset shapes: an accelerating rise (t / T)**k, the convex start of a sigmoid learning curve.
+    parts.append((np.minimum(t, scale_t) / scale_t) ** powers)
     # Delayed shapes: a logistic rise centred at c (a fraction of the run) of width w, the
     # generalization that starts long after the reward saturated. With a flat past, the ones
     # centred in the future stay as likely as their prior: they keep P(gain) up by about
     # p_delayed x (share of the run left), which is what this mass trades against.
-    centres = np.arange(1, pr.n_delay + 1) / pr.n_delay * scale_t
-    for wf in pr.delay_widths:
-        wd = 2 * wf * scale_t
+    for centres, wd, at_zero in delays:
+        parts.append(0.5 * (np.tanh((t - centres) / wd) - at_zero))
+    return np.concatenate(parts, axis=1)
 
-        def sig(v):
-            return 0.5 * (1.0 + np.tanh((v - centres) / wd))
-        add(sig(x0) - sig(0.0), sig(end) - sig(now), sig(now) - sig(0.0), pr.gain_low,
-            pr.gain_high, _DELAYED)
+
+@functools.lru_cache(maxsize=64)
+def _shape_params(pr: GainPrior, scale_t: float):
+    """The shapes' time scales, powers and (centres, width, tanh at 0) for one span."""
+    taus = scale_t * np.geomspace(pr.tau_low, pr.tau_high, pr.n_tau)
+    centres = np.arange(1, pr.n_delay + 1) / pr.n_delay * scale_t
+    delays = tuple((centres, 2 * wf * scale_t, np.tanh(-centres / (2 * wf * scale_t)))
+                   for wf in pr.delay_widths)
+    return taus, np.asarray(pr.onset_powers), delays
+
+
+def shape_columns(pr: GainPrior, x0: np.ndarray, scale_t: float) -> np.ndarray:
+    """The design columns of the fixed shapes at evaluations ``x0`` steps after the first
+    (``(N, K0)``). They depend on nothing that changes as the series grows, so a caller that
+    evaluates a growing series keeps them (:class:`ShapeColumns`)."""
+    return _shape_values(pr, x0, scale_t)
+
+
+def _levers(pr: GainPrior, now: float, end: float, scale_t: float, r: np.ndarray | None,
+            rise_left: float):
+    """Each non-flat shape's gain lever from now to the end ``D`` and from the start to now
+    ``D0``, the bounds of ``g`` and its kind (each ``(K,)``; the co-moving shape last)."""
+    v = _shape_values(pr, np.array([now, end]), scale_t)
+    D, D0 = v[1] - v[0], v[0]
+    k0 = D.size
+    n_app, n_on = pr.n_tau, len(pr.onset_powers)
+    kinds = np.full(k0, _DELAYED)
+    kinds[:n_app] = _APPROACH
+    kinds[n_app:n_app + n_on] = _ONSET
+    lo, hi = np.full(k0, pr.gain_low), np.full(k0, pr.gain_high)
     if r is not None:
         # Co-moving: held-out = a + g x (normalised training reward).
-        add(r[:, None], max(float(rise_left), 0.0), float(r[-1] - r[0]), pr.comove_low,
-            pr.comove_high, _COMOVE)
-    return (np.concatenate(cols, axis=1), np.concatenate(d_left), np.concatenate(d_sofar),
-            np.concatenate(lows), np.concatenate(highs), np.concatenate(kinds))
+        D = np.append(D, max(float(rise_left), 0.0))
+        D0 = np.append(D0, float(r[-1] - r[0]))
+        lo, hi = np.append(lo, pr.comove_low), np.append(hi, pr.comove_high)
+        kinds = np.append(kinds, _COMOVE)
+    return D, D0, lo, hi, kinds
+
+
+class ShapeColumns:
+    """The fixed shapes' design columns of one growing held-out series, kept between
+    evaluations (pass it as ``cache=`` to :func:`heldout_gain_posterior`).
+
+    Each evaluation's row depends only on its time since the series' first evaluation, the
+    planned span and the prior, so a new evaluation adds one row instead of the whole
+    ``N x K`` table being recomputed. Rows are always computed one evaluation at a time, so a
+    table rebuilt after a resume is the same, bit for bit, as the one grown during the run. A
+    change of the first step, the span or the prior, or a series that is not the cached one
+    grown, starts the table again."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._x0: list[float] = []
+        self._table = np.empty((0, 0))
+
+    def get(self, pr: GainPrior, x: np.ndarray, scale_t: float) -> np.ndarray:
+        """The ``(len(x), K0)`` columns for the series' steps ``x``."""
+        key = (pr, float(x[0]), float(scale_t))
+        x0 = x - x[0]
+        k = len(self._x0)
+        if key != self._key or k > x.size or (k and self._x0[-1] != float(x0[k - 1])):
+            self._key, self._x0, k = key, [], 0
+        for i in range(k, x.size):
+            row = _shape_values(pr, x0[i:i + 1], scale_t)[0]
+            if i >= self._table.shape[0] or self._table.shape[1] != row.size:
+                grown = np.empty((max(2 * i, 16), row.size))
+                grown[:i] = self._table[:i] if self._table.shape[1] == row.size else 0.0
+                self._table = grown
+            self._table[i] = row
+            self._x0.append(float(x0[i]))
+        return self._table[:x.size]
 
 
 def _upper_bound(grid: np.ndarray, tails: np.ndarray, level: float) -> float:
@@ -512,5 +594,5 @@ def _upper_bound(grid: np.ndarray, tails: np.ndarray, level: float) -> float:
     return float(grid[i] + (grid[i + 1] - grid[i]) * (t0 - level) / max(t0 - t1, 1e-300))
 
 
-__all__ = ["GainPrior", "HeldoutPosterior", "PROBE_MAX_RATIO", "default_prior", "heldout_gain_posterior",
-           "point_variance"]
+__all__ = ["GainPrior", "HeldoutPosterior", "PROBE_MAX_RATIO", "ShapeColumns", "default_prior",
+           "heldout_gain_posterior", "point_variance", "shape_columns"]
