@@ -148,6 +148,27 @@ def test_a_sustained_decline_is_a_collapse():
     assert "points below its best" in halt.message
 
 
+@pytest.mark.parametrize("first,later,n,collapse", [
+    (0.898, 0.738, 256, True),    # lab majority vote, seed 2: 16 points down at the first step
+    (0.914, 0.740, 256, True),    # seed 0
+    (0.516, 0.465, 256, False),   # seed 1: 5 points, under 2 sds of one point at n = 256
+    (0.530, 0.500, 1319, False),  # a first evaluation 3 points high: under the 5-point floor
+])
+def test_a_drop_from_the_first_evaluation_that_every_later_one_confirms(first, later, n,
+                                                                         collapse):
+    # A proxy reward can move held-out accuracy down at once, in the first interval: no later
+    # 3-evaluation median is above the rest, but the first evaluation (the model before RL) is,
+    # and each later evaluation confirms the drop.
+    rng = np.random.default_rng(1)
+    values = {0: first} | {s: later + 0.002 * rng.standard_normal() for s in range(10, 401, 10)}
+    ds = _plateau_with(values, n=n)
+    assert any(d.evidence.details.get("collapsed") for d in ds) is collapse
+    halt = next((d for d in ds if d.action is Action.HALT), None)
+    if collapse:
+        assert halt is not None and halt.reason is Reason.COLLAPSE, halt
+        assert "points below its best earlier level (the first evaluation" in halt.message
+
+
 def test_decision_history_is_bounded():
     mon = SaturationMonitor(total_steps=5000, decision_history=100)
     rng = np.random.default_rng(0)

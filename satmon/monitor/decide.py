@@ -128,8 +128,9 @@ def decide(ev: DecisionInput, config: MonitorConfig) -> tuple[Action, Reason | N
     if ev.collapsed:
         name, (drop, limit) = max(ev.collapsed.items(), key=lambda kv: kv[1][0])
         reason = Reason.COLLAPSE
-        why = (f"held-out '{name}' fell {100 * drop:.1f} points below its best (each of the "
-               f"last 3 evaluations below it by more than {100 * limit:.1f})")
+        why = (f"held-out '{name}' fell {100 * drop:.1f} points below its best earlier level "
+               f"(the first evaluation or a 3-evaluation median; each of the last 3 "
+               f"evaluations below it by more than {100 * limit:.1f})")
     elif (ev.p_saturated >= 0.5 and math.isfinite(ev.t_sat_estimate)
           and ev.t_sat_estimate <= c.memorizing_before * (ev.step + ev.horizon)):
         reason = Reason.MEMORIZING

@@ -70,8 +70,8 @@ from satmon.regime import CLASSES, _features, _smooth_at, regime_probabilities
 
 STATE_VERSION = 2
 #: A decline counts as a collapse only when each of the last three evaluations is below the
-#: best 3-evaluation median by more than this size and ``_COLLAPSE_SDS`` noise sds of the
-#: difference: the synthetic memorizing runs drift down by up to 3 points, collapses drop 10-30,
+#: best 3-evaluation median (or the first evaluation) by more than this size and
+#: ``_COLLAPSE_SDS`` noise sds of the difference: the synthetic memorizing runs drift down by up to 3 points, collapses drop 10-30,
 #: and three points each 2 sds low happen by chance about once in 10^5 evaluations.
 _COLLAPSE_DROP = 0.05
 _COLLAPSE_SDS = 2.0
@@ -929,17 +929,28 @@ def _median_sorted(data: list[float]) -> float:
 
 def _collapse_drop(y: np.ndarray, var: np.ndarray) -> tuple[float, float] | None:
     """``(drop, limit)`` when each of the last three values lies more than ``limit`` below the
-    best 3-value median (a decline over several evaluations, which no single outlier makes),
-    else None."""
+    series' best earlier level, else None.
+
+    The best earlier level is the best 3-value median (a level held over several evaluations,
+    which no single outlier makes) or the first evaluation, the model's level before RL moved
+    it: a decline from there that every later evaluation confirms is a collapse even when it
+    happened at once (a proxy reward that halves accuracy in the first steps). ``limit`` is
+    ``_COLLAPSE_DROP`` or ``_COLLAPSE_SDS`` noise sds of the difference, whichever is larger.
+    """
     if y.size < 6:
         return None
     # The median of each 3 consecutive values, exactly the middle one (no sort per window).
     a, b, c = y[:-2], y[1:-1], y[2:]
     best = float(np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c)).max())
+    last_var = float(var[-3:].max())
+    low = float(y[-3:].max())
     # The median of three has about 0.45 of one point's variance.
-    limit = max(_COLLAPSE_DROP, _COLLAPSE_SDS * math.sqrt(1.45 * float(var[-3:].max())))
-    drop = best - float(y[-3:].max())
-    return (best - float(np.median(y[-3:])), limit) if drop > limit else None
+    found = []
+    for level, var_level in ((best, 0.45 * last_var), (float(y[0]), float(var[0]))):
+        limit = max(_COLLAPSE_DROP, _COLLAPSE_SDS * math.sqrt(var_level + last_var))
+        if level - low > limit:
+            found.append((level - float(np.median(y[-3:])), limit))
+    return max(found) if found else None
 
 
 def _number(value: Any, what: str) -> float | None:
