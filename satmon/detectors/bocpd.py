@@ -313,11 +313,18 @@ class LinearBOCPD(Detector):
         spread: list[float] = []
         tail: list[float] = []
         gamma: list[tuple[float, float, float]] = []
+        beyond: list[int] = []
         for row, lp in zip(self._rows, self._lp):
             n, sx, sy, sxx, sxy, syy = row
             i00, i01, i11, m0, m1, bn = _row_posterior(row, lam0, lam1, b0)
             k = int(n)
-            g = table[k] if k < len(table) else self._log_gamma_ratio(k)
+            if k < len(table) or k < _GAMMA_TABLE:
+                g = table[k] if k < len(table) else self._log_gamma_ratio(k)
+            else:
+                # Beyond the table: the ratio is filled in below, one vectorised call for all.
+                an_k = self._a0 + 0.5 * float(k)
+                g = (an_k, an_k + 0.5, math.nan)
+                beyond.append(len(gamma))
             an = g[0]
             gamma.append(g)
             scale2 = bn / an * (1.0 + i00 + 2 * i01 * x + i11 * x * x)
@@ -327,6 +334,11 @@ class LinearBOCPD(Detector):
             spread.append(dof * pi * scale2)
             tail.append(resid * resid / (scale2 * dof))
             rows.append((n + 1.0, sx + x, sy + y, sxx + xx, sxy + xy, syy + yy))
+        if beyond:
+            an_b = np.array([gamma[i][0] for i in beyond])
+            ratio = (gammaln(an_b + 0.5) - gammaln(an_b)).tolist()
+            for i, r in zip(beyond, ratio):
+                gamma[i] = (gamma[i][0], gamma[i][1], r)
         if rows:
             logp = [b + (g[2] - 0.5 * u - g[1] * v)
                     for b, g, u, v in zip(base, gamma, np.log(spread).tolist(),
