@@ -4,6 +4,7 @@ Run from the repository root:
 
     python benchmarks/bench_monitor.py            # full: 1,002 standard + 300 hard runs
     python benchmarks/bench_monitor.py --quick    # 120 + 60 runs, for a smoke check
+    python benchmarks/bench_monitor.py --cost-only  # Tables 5 and 5b alone (about 8 minutes)
 
 It prints tables and never asserts: the issue's targets are printed next to the measured
 numbers. Everything is seeded; the suite used here (seeds 0 and 1) is disjoint from the one the
@@ -654,6 +655,36 @@ def _bound_one(i):
     return bm.run_posterior(sr, bm.Resolution(), stop_below=min(bm.ALPHAS))
 
 
+def cost_tables(baseline_rev: str | None, suite_run_s: float = math.nan):
+    """Print Tables 5 and 5b; return the detector rows and the monitor costs."""
+    print("Table 5. Cost")
+    det_rows = detector_costs()
+    print(text_table(["detector", "us/update p50", "us/update p99", "state bytes @1k",
+                      "state bytes @5k"], det_rows))
+    mc = monitor_costs(baseline_rev)
+    print(text_table(["monitor (with fits)", "value"], [
+        ["us/update p50", fmt(mc["p50_us"], 1)], ["us/update p99", fmt(mc["p99_us"], 1)],
+        ["us/update mean (amortized)", fmt(mc["mean_us"], 1)],
+        ["10,000-step replay (s)", fmt(mc["replay_10k_s"], 2)],
+        ["1,000-step replay, every step (s, mean of 4 runs)", fmt(mc["replay_1k_s"], 3)],
+        ["peak traced memory, 10,000-step replay (MiB)", fmt(mc["peak_mb_10k"], 1)],
+        ["mean replay of a 500-step suite run (s)", fmt(suite_run_s, 3)]]))
+    print("  targets: detectors <= 20 us p50; with fits <= 500 us amortized; 10k replay <= 10 s")
+    rel = mc["release"]
+    rows = []
+    for key, label in (("p50", "update p50 (ms)"), ("p99", "update p99 (ms)"),
+                       ("mean", "update mean (ms)"), ("max", "update max (ms)"),
+                       ("mb_100k", "memory kept after 100,000 updates (MiB)")):
+        a = mc["here"][key]
+        b = rel[key] if rel else math.nan
+        rows.append([label, fmt(a, 3), fmt(b, 3), fmt(a / b if b else math.nan, 2)])
+    print(f"\nTable 5b. Side by side on one 10,000-step run (evaluation every 25 steps): this "
+          f"tree and the release {baseline_rev or '(none)'}")
+    print(text_table(["measure", "now", "release", "ratio"], rows))
+    print("  targets: p99 <= 2 ms, amortized <= 0.3 ms, 100k-step memory <= 10 MB\n")
+    return det_rows, mc
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small suites (smoke check)")
@@ -663,7 +694,15 @@ def main(argv=None) -> int:
                          "(default: the release before Engine v2)")
     ap.add_argument("--no-bayes", action="store_true",
                     help="skip the Bayes reference observers (Table F)")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the cost tables (5 and 5b), on a quiet machine")
     args = ap.parse_args(argv)
+    if args.cost_only:
+        _, mc = cost_tables(args.baseline_rev)
+        here = mc["here"]
+        print(f"p99 {here['p99']:.3f} ms (target 2), amortized {here['mean']:.3f} ms (target "
+              f"0.3), memory after 100,000 updates {here['mb_100k']:.1f} MiB (target 10)")
+        return 0
     n_std, n_hard, n_lag, n_rel = (120, 60, 120, 60) if args.quick else (1002, 300, 1002, 400)
     t_start = time.perf_counter()
     print(f"Suites: satmon.datasets standard mix ({n_std} runs, seed 0, T = 500) and the lagged "
@@ -737,32 +776,8 @@ def main(argv=None) -> int:
     print("  target (hard mix, 20 points, reading (a)): AUROC >= 0.90, ECE <= 0.05\n")
 
     # 5. Cost.
-    print("Table 5. Cost")
-    det_rows = detector_costs()
-    print(text_table(["detector", "us/update p50", "us/update p99", "state bytes @1k",
-                      "state bytes @5k"], det_rows))
-    mc = monitor_costs(args.baseline_rev)
-    print(text_table(["monitor (with fits)", "value"], [
-        ["us/update p50", fmt(mc["p50_us"], 1)], ["us/update p99", fmt(mc["p99_us"], 1)],
-        ["us/update mean (amortized)", fmt(mc["mean_us"], 1)],
-        ["10,000-step replay (s)", fmt(mc["replay_10k_s"], 2)],
-        ["1,000-step replay, every step (s, mean of 4 runs)", fmt(mc["replay_1k_s"], 3)],
-        ["peak traced memory, 10,000-step replay (MiB)", fmt(mc["peak_mb_10k"], 1)],
-        ["mean replay of a 500-step suite run (s)",
-         fmt(float(np.mean([r["seconds"] for r in mon])), 3)]]))
-    print("  targets: detectors <= 20 us p50; with fits <= 500 us amortized; 10k replay <= 10 s")
-    rel = mc["release"]
-    rows = []
-    for key, label in (("p50", "update p50 (ms)"), ("p99", "update p99 (ms)"),
-                       ("mean", "update mean (ms)"), ("max", "update max (ms)"),
-                       ("mb_100k", "memory kept after 100,000 updates (MiB)")):
-        a = mc["here"][key]
-        b = rel[key] if rel else math.nan
-        rows.append([label, fmt(a, 3), fmt(b, 3), fmt(a / b if b else math.nan, 2)])
-    print(f"\nTable 5b. Side by side on one 10,000-step run (evaluation every 25 steps): this "
-          f"tree and the release {args.baseline_rev or '(none)'}")
-    print(text_table(["measure", "now", "release", "ratio"], rows))
-    print("  targets: p99 <= 2 ms, amortized <= 0.3 ms, 100k-step memory <= 10 MB\n")
+    det_rows, mc = cost_tables(args.baseline_rev,
+                               float(np.mean([r["seconds"] for r in mon])))
 
     # 6. Real logs.
     print("Table 6. Replay of the real logs in ../shared/real-logs (no labels; GSM8K's held-out "

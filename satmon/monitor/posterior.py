@@ -370,23 +370,28 @@ def _evidence(pr: GainPrior, x: np.ndarray, y: np.ndarray, var: np.ndarray,
     # large totals), O(N x K) in BLAS.
     w = 1.0 / var
     wy = w * y
+    log_var = np.log(var)
     L = n_lead
-
-    def tail_sums(head: np.ndarray, rest: np.ndarray) -> np.ndarray:
-        back = np.cumsum(head[::-1], axis=0)[::-1]
-        return np.concatenate([rest[None] + back, rest[None]], axis=0)
-
-    m = n - np.arange(n_lead + 1)
-    sw = tail_sums(w[:L], np.asarray(w[L:].sum()))
-    swy = tail_sums(wy[:L], np.asarray(wy[L:].sum()))
-    syy = np.maximum(tail_sums(wy[:L] * y[:L], np.asarray(wy[L:] @ y[L:])) - swy ** 2 / sw,
-                     0.0)
-    head, tail = S[:L], S[L:]
+    K = S.shape[1]
+    # Every per-evaluation quantity the sums need, side by side: [w, wy, wy*y, log var, w S,
+    # w S^2, wy S]. The last split's sums are one matrix product; the leading evaluations are
+    # added back by one running sum over their rows.
+    tail = S[L:]
+    rest = np.concatenate([np.array([w[L:].sum(), wy[L:].sum(), wy[L:] @ y[L:],
+                                     log_var[L:].sum()]),
+                           w[L:] @ np.concatenate([tail, tail * tail], axis=1), wy[L:] @ tail])
+    head = S[:L]
     wS = w[:L, None] * head
-    sws = tail_sums(wS, w[L:] @ tail)
-    sss = np.maximum(tail_sums(wS * head, w[L:] @ (tail * tail)) - sws ** 2 / sw[:, None],
-                     1e-12)
-    sys_ = tail_sums(y[:L, None] * wS, wy[L:] @ tail) - swy[:, None] * sws / sw[:, None]
+    rows = np.concatenate([np.stack([w[:L], wy[:L], wy[:L] * y[:L], log_var[:L]], axis=1),
+                           wS, wS * head, y[:L, None] * wS], axis=1)
+    sums = np.concatenate([rest[None] + np.cumsum(rows[::-1], axis=0)[::-1], rest[None]],
+                          axis=0)
+    sw, swy, s_yy, s_lv = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
+    sws, s_ss, s_ys = sums[:, 4:4 + K], sums[:, 4 + K:4 + 2 * K], sums[:, 4 + 2 * K:]
+    m = n - np.arange(n_lead + 1)
+    syy = np.maximum(s_yy - swy ** 2 / sw, 0.0)
+    sss = np.maximum(s_ss - sws ** 2 / sw[:, None], 1e-12)
+    sys_ = s_ys - swy[:, None] * sws / sw[:, None]
     ghat = sys_ / sss
     q = np.maximum(syy[:, None] - sys_ * ghat, 0.0)
     chi2 = np.minimum(syy, q.min(axis=1))
@@ -396,9 +401,7 @@ def _evidence(pr: GainPrior, x: np.ndarray, y: np.ndarray, var: np.ndarray,
     zk = np.maximum(ndtr((hi - ghat) / sd) - ndtr((lo - ghat) / sd), 1e-300)
     # The Gaussian constants differ between splits (other points, other dispersion), so the
     # evidence keeps them: N(y; mean, phi v) per point, and the integral over `a`.
-    log_var = np.log(var)
-    base = (-0.5 * m * np.log(2 * math.pi * phi)
-            - 0.5 * tail_sums(log_var[:L], np.asarray(log_var[L:].sum()))
+    base = (-0.5 * m * np.log(2 * math.pi * phi) - 0.5 * s_lv
             + 0.5 * np.log(2 * math.pi * phi / sw))
     log_m = (-0.5 * q / phi[:, None] + np.log(sd) + _LOG_SQRT_2PI + np.log(zk)
              - np.log(hi - lo) + base[:, None])
