@@ -153,6 +153,7 @@ def test_a_sustained_decline_is_a_collapse():
     (0.914, 0.740, 256, True),    # seed 0
     (0.516, 0.465, 256, False),   # seed 1: 5 points, under 2 sds of one point at n = 256
     (0.530, 0.500, 1319, False),  # a first evaluation 3 points high: under the 5-point floor
+    (0.316, 0.258, 500, False),   # 5.8 points at n = 500: 2 sds, chance for one shared draw
 ])
 def test_a_drop_from_the_first_evaluation_that_every_later_one_confirms(first, later, n,
                                                                          collapse):

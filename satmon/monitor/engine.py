@@ -75,6 +75,10 @@ STATE_VERSION = 2
 #: and three points each 2 sds low happen by chance about once in 10^5 evaluations.
 _COLLAPSE_DROP = 0.05
 _COLLAPSE_SDS = 2.0
+#: From the first evaluation the margin is wider: its one noise draw is shared by all three
+#: comparisons, so at 2 sds a flat series would read as a collapse at 1.4e-3 of evaluations;
+#: at 3 sds it is 1.3e-5 (simulated), the median rule's rate.
+_COLLAPSE_SDS_FIRST = 3.0
 
 
 def _phi(x: float) -> float:
@@ -935,7 +939,8 @@ def _collapse_drop(y: np.ndarray, var: np.ndarray) -> tuple[float, float] | None
     which no single outlier makes) or the first evaluation, the model's level before RL moved
     it: a decline from there that every later evaluation confirms is a collapse even when it
     happened at once (a proxy reward that halves accuracy in the first steps). ``limit`` is
-    ``_COLLAPSE_DROP`` or ``_COLLAPSE_SDS`` noise sds of the difference, whichever is larger.
+    ``_COLLAPSE_DROP`` or ``_COLLAPSE_SDS`` (``_COLLAPSE_SDS_FIRST`` from the first evaluation)
+    noise sds of the difference, whichever is larger.
     """
     if y.size < 6:
         return None
@@ -946,8 +951,9 @@ def _collapse_drop(y: np.ndarray, var: np.ndarray) -> tuple[float, float] | None
     low = float(y[-3:].max())
     # The median of three has about 0.45 of one point's variance.
     found = []
-    for level, var_level in ((best, 0.45 * last_var), (float(y[0]), float(var[0]))):
-        limit = max(_COLLAPSE_DROP, _COLLAPSE_SDS * math.sqrt(var_level + last_var))
+    for level, var_level, sds in ((best, 0.45 * last_var, _COLLAPSE_SDS),
+                                  (float(y[0]), float(var[0]), _COLLAPSE_SDS_FIRST)):
+        limit = max(_COLLAPSE_DROP, sds * math.sqrt(var_level + last_var))
         if level - low > limit:
             found.append((level - float(np.median(y[-3:])), limit))
     return max(found) if found else None
