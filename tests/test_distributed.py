@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,13 +29,17 @@ def _torchrun(tmp_path: Path, scenario: str) -> list[dict]:
         env.pop(var, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(WORKER), str(out), scenario]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
-                              start_new_session=True)
-    except subprocess.TimeoutExpired as exc:
+        _, stderr = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        # The workers run in torchrun's session: kill the whole group, or they outlive the test.
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
         pytest.fail(f"torchrun {scenario} hung for {TIMEOUT_S} s (a rank stopped alone?):\n"
-                    f"{(exc.stderr or '')[-3000:]}")
-    assert proc.returncode == 0, proc.stderr[-5000:]
+                    f"{(stderr or '')[-3000:]}")
+    assert proc.returncode == 0, stderr[-5000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
