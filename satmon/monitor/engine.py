@@ -431,12 +431,11 @@ class SaturationMonitor:
     def _residuals_since_refit(self) -> list:
         """``[summed residual, count]`` of the training rewards after the last refit, from the
         kept series (for a state saved before the running sums were)."""
-        expected_sd = self._fit_prediction
         i0 = bisect.bisect_right(self._train_steps, self._last_refit)
         total, count = 0.0, 0
         for st, v, w in zip(self._train_steps[i0:], self._train_values[i0:],
                             self._train_weights[i0:]):
-            expected, _ = expected_sd(int(round(st)))
+            expected, _ = self._fit_prediction(int(round(st)))
             if expected is not None:
                 total += w * (v - expected)
                 count += w
