@@ -193,3 +193,39 @@ def test_halt_on_downgrades_to_flag():
     for s in range(1, 6):
         d = mon.update(s, math.inf)
     assert d.action is Action.FLAG and d.reason is Reason.NON_FINITE
+
+
+def test_incremental_arrays_equal_a_recomputation_across_compressions_and_unknown_sizes():
+    """The engine keeps the training series' prefix sums and each held-out series' arrays and
+    variances between evaluations (O(new points) per evaluation): they must equal what a
+    recomputation from the kept lists gives, bit for bit, through history compressions (which
+    rebuild them) and for a series whose sample size is sometimes unknown (pooled variance)."""
+    from satmon.regime import _smooth_at, point_variance
+
+    rng = np.random.default_rng(3)
+    mon = SaturationMonitor(total_steps=2000, max_history=64, halt_on=())
+    checked = 0
+    for s in range(1, 2001):
+        held = None
+        if s % 20 == 0:
+            size = None if s % 60 == 0 else 300
+            held = {"a": (0.4 + 0.01 * float(rng.standard_normal()), size),
+                    "b": (0.6 + 0.01 * float(rng.standard_normal()), 500)}
+        mon.update(s, 0.5 + 0.05 * float(rng.standard_normal()), heldout=held)
+        if held is None:
+            continue
+        ts, tv, csum = mon._train_series()
+        np.testing.assert_array_equal(ts, np.asarray(mon._train_steps))
+        np.testing.assert_array_equal(tv, np.asarray(mon._train_values))
+        np.testing.assert_array_equal(csum, np.concatenate([[0.0], np.cumsum(tv)]))
+        for name, h in mon._heldout.items():
+            if len(h["steps"]) < 2:  # no posterior yet
+                continue
+            x, y, var = mon._series_arrays[name].get(h)
+            np.testing.assert_array_equal(x, np.asarray(h["steps"]))
+            np.testing.assert_array_equal(y, np.asarray(h["values"]))
+            np.testing.assert_array_equal(var, point_variance(y, np.asarray(h["sizes"])))
+            np.testing.assert_array_equal(_smooth_at(ts, tv, x, csum=csum),
+                                          _smooth_at(ts, tv, x))
+            checked += 1
+    assert mon._compressions > 5 and checked == 2 * 99

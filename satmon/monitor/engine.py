@@ -66,7 +66,8 @@ from satmon.monitor.decide import DecisionInput, decide
 from satmon.monitor.posterior import (HeldoutPosterior, ShapeColumns, default_prior,
                                       heldout_gain_posterior,
                                       point_variance)
-from satmon.regime import CLASSES, _features, _smooth_at, regime_probabilities
+from satmon.regime import (CLASSES, _features, _smooth_at, binomial_variance,
+                           regime_probabilities)
 
 STATE_VERSION = 2
 #: A decline counts as a collapse only when each of the last three evaluations is below the
@@ -206,10 +207,13 @@ class SaturationMonitor:
         # their count (the staleness test of the next refit, O(1) per update).
         self._fit_resid = [0.0, 0]
         # Caches derived from the state (never saved): the fitted curve on aligned blocks of
-        # steps, each held-out series' shape columns, the training series as arrays.
+        # steps, each held-out series' shape columns, the training series and each held-out
+        # series as arrays.
         self._pred_block: tuple[int, np.ndarray] | None = None
         self._columns: dict[str, ShapeColumns] = {}
-        self._train_arrays: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._train_arrays: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._series_arrays: dict[str, _SeriesArrays] = {}
+        self._details_cache: tuple[tuple[HeldoutPosterior, ...], dict[str, float]] | None = None
         self._compressions = 0
         self._regime: dict[str, float] = dict(_UNDETERMINED)
         self._regime_features: dict[str, float] = {}
@@ -613,8 +617,7 @@ class SaturationMonitor:
         if self._posteriors:
             details["p_heldout_gain"] = inp.p_gain
             # The series that most favours continuing speaks for the run in the summary.
-            post = max(self._posteriors.values(), key=lambda p: p.p_gain)
-            details.update({f"heldout/{k}": v for k, v in post.to_dict().items()})
+            details.update(self._posterior_details())
         details.update(self._gain)
         details["collapsed"] = float(bool(self._collapsed))
         evidence = Evidence(
@@ -628,22 +631,41 @@ class SaturationMonitor:
             self._halted = d
         return d
 
-    def _train_series(self) -> tuple[np.ndarray, np.ndarray]:
-        """The kept training steps and rewards as arrays: a buffer that grows by the points
-        added since the last call, rebuilt after a compression of the history."""
+    def _posterior_details(self) -> dict[str, float]:
+        """The evidence details of the series that most favours continuing (it speaks for the
+        run in the summary), kept until the posteriors change (at the next evaluation)."""
+        posts = tuple(self._posteriors.values())
+        cached = self._details_cache
+        if (cached is None or len(cached[0]) != len(posts)
+                or any(a is not b for a, b in zip(cached[0], posts))):
+            post = max(self._posteriors.values(), key=lambda p: p.p_gain)
+            cached = self._details_cache = (posts, {f"heldout/{k}": v
+                                                  for k, v in post.to_dict().items()})
+        return cached[1]
+
+    def _train_series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kept training steps and rewards as arrays, and the rewards' prefix sums
+        (``csum[i]`` = sum of the first ``i``): buffers grown by the points added since the last
+        call, rebuilt after a compression of the history. The prefix sums are accumulated left
+        to right from the previous total, so they equal ``np.cumsum`` over the whole series bit
+        for bit (a resumed monitor, which rebuilds them, smooths to the same values)."""
         n = len(self._train_steps)
         buf = self._train_arrays
         if buf is None or buf[0] != self._compressions or buf[1] > n:
-            buf = (self._compressions, 0, np.empty(max(2 * n, 64)), np.empty(max(2 * n, 64)))
-        _, k, st, va = buf
+            size = max(2 * n, 64)
+            buf = (self._compressions, 0, np.empty(size), np.empty(size), np.zeros(size + 1))
+        _, k, st, va, cs = buf
         if n > st.size:
             st = np.concatenate([st[:k], np.empty(2 * n - k)])
             va = np.concatenate([va[:k], np.empty(2 * n - k)])
+            cs = np.concatenate([cs[:k + 1], np.empty(2 * n - k)])
         if n > k:
             st[k:n] = self._train_steps[k:]
             va[k:n] = self._train_values[k:]
-        self._train_arrays = (self._compressions, n, st, va)
-        return st[:n], va[:n]
+            # np.cumsum from the running total: the same sequential sums as over everything.
+            cs[k:n + 1] = np.cumsum(np.concatenate([cs[k:k + 1], va[k:n]]))
+        self._train_arrays = (self._compressions, n, st, va, cs)
+        return st[:n], va[:n], cs[:n + 1]
 
     def _reward_levels(self, x: np.ndarray,
                        smoothed: np.ndarray) -> tuple[np.ndarray | None, float]:
@@ -653,7 +675,7 @@ class SaturationMonitor:
         top = self.config.reward_ceiling
         if top is None or top <= 0 or not self._train_values or self._range[1] > top + 1e-6:
             return None, 0.0
-        ts, tv = self._train_series()
+        ts, tv, _ = self._train_series()
         r = smoothed
         ok = np.isfinite(r)
         if not ok.any():
@@ -679,15 +701,13 @@ class SaturationMonitor:
         probs = {k: 0.0 for k in CLASSES}
         n_called = 0
         feats_sum: dict[str, float] = {}
-        train_steps, train_values = self._train_series()
+        train_steps, train_values, csum = self._train_series()
         slopes = []
         for name, h in self._heldout.items():
             if len(h["steps"]) < 2:
                 continue
-            x = np.asarray(h["steps"])
-            y = np.asarray(h["values"])
-            var = point_variance(y, np.asarray(h["sizes"]))
-            smoothed = _smooth_at(train_steps, train_values, x)
+            x, y, var = self._series_arrays.setdefault(name, _SeriesArrays()).get(h)
+            smoothed = _smooth_at(train_steps, train_values, x, csum=csum)
             levels, rise = self._reward_levels(x, smoothed)
             self._posteriors[name] = heldout_gain_posterior(
                 x, y, variances=var, step=step, total_steps=max(total, step),
@@ -886,6 +906,38 @@ class SaturationMonitor:
 
 #: Steps per block on which the fitted reward curve is evaluated at once.
 _PRED_BLOCK = 256
+
+class _SeriesArrays:
+    """One held-out series' steps, values and per-evaluation variances as arrays, grown by
+    the evaluations added since the last call (the series only ever grows; a shorter one, as
+    after a state load, starts the arrays again). The binomial variance is per evaluation, so
+    it is computed for the new ones only; with any sample size unknown the whole series'
+    :func:`~satmon.regime.point_variance` is recomputed (it pools the known ones)."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._unknown = 0
+        self._arrays = np.empty((4, 0))
+
+    def get(self, h: Mapping[str, list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, k = len(h["steps"]), self._n
+        if n < k:
+            k = self._unknown = 0
+        a = self._arrays
+        if n > a.shape[1]:
+            grown = np.empty((4, max(2 * n, 16)))
+            grown[:, :k] = a[:, :k]
+            a = self._arrays = grown
+        if n > k:
+            a[0, k:n] = h["steps"][k:]
+            a[1, k:n] = h["values"][k:]
+            a[2, k:n] = h["sizes"][k:]
+            a[3, k:n] = binomial_variance(a[1, k:n], a[2, k:n])
+            self._unknown += int(np.count_nonzero(a[2, k:n] <= 0))
+        self._n = n
+        x, y, sizes = a[0, :n], a[1, :n], a[2, :n]
+        return x, y, (a[3, :n] if not self._unknown else point_variance(y, sizes))
+
 
 #: Training rewards in the divergence check's reference window.
 _DIVERGE_WINDOW = 50

@@ -66,6 +66,8 @@ _UNIT = np.linspace(0.0, 1.0, 64)
 _LOG_1E4 = math.log(1e-4)
 #: Posterior weight (of 1) below which a shape is left out of the gain sums.
 _NEGLIGIBLE = 1e-16
+#: Posterior weight below which a shape is left out of the 95% upper bound's grid of tails.
+_BOUND_WEIGHT = 1e-6
 #: The default cap on the likelihood ratio a pre-RL probe carries (:meth:`GainPrior.with_probe`).
 PROBE_MAX_RATIO = 4.0
 
@@ -411,12 +413,20 @@ def _evidence(pr: GainPrior, x: np.ndarray, y: np.ndarray, var: np.ndarray,
 
 def _log_masses(pr: GainPrior, kinds: np.ndarray) -> np.ndarray:
     """Each shape's log prior mass (a kind's mass spread evenly over its shapes)."""
+    return _log_masses_of(pr, np.ascontiguousarray(kinds, dtype=np.int64).tobytes())
+
+
+@functools.lru_cache(maxsize=256)
+def _log_masses_of(pr: GainPrior, kinds_bytes: bytes) -> np.ndarray:
+    kinds = np.frombuffer(kinds_bytes, dtype=np.int64)
     counts = np.bincount(kinds, minlength=4)
     mass = np.array([1.0 - pr.p_flat - pr.p_comove - pr.p_onset - pr.p_delayed, pr.p_onset,
                      max(pr.p_delayed, 1e-300), pr.p_comove])
     if counts[_COMOVE] == 0:  # no co-moving shape: its mass goes to the approach shapes
         mass[_APPROACH] += pr.p_comove
-    return np.log(mass[kinds] / counts[kinds])
+    out = np.log(mass[kinds] / counts[kinds])
+    out.flags.writeable = False
+    return out
 
 
 def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: int,
@@ -446,47 +456,58 @@ def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: i
     D, D0, lo, hi = (a[keep % K] for a in (ev.D, ev.D0, ev.lo, ev.hi))
     z_hi = ndtr((hi - ghat) / sd)
 
-    def tail(cuts: np.ndarray, lever: np.ndarray) -> np.ndarray:
-        # P(g x lever >= cut) for each cut, summed over the non-flat shapes (flat gains 0).
-        # Only shapes that can reach the smallest cut (g x lever <= hi x lever) contribute.
-        i = np.flatnonzero((lever > 0) & (hi * lever > cuts.min()))
-        g_cut = cuts[:, None] / lever[i]
+    def tail(cuts: np.ndarray, levers: np.ndarray, among: np.ndarray | None = None):
+        # P(g x lever >= cut) for each cut (row r of `levers`, or its one row for all, holds
+        # each shape's lever for cuts[r]), summed over the non-flat shapes (flat gains 0), or
+        # over those in the mask `among`. A shape contributes to a cut only when it can reach
+        # it (lever > 0 and hi x lever > cut); the sums run over the shapes that reach some.
+        levers = np.broadcast_to(levers, (cuts.size, levers.shape[1]))
+        reach = (levers > 0) & (hi * levers > cuts[:, None])
+        if among is not None:
+            reach &= among
+        i = np.flatnonzero(reach.any(axis=0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g_cut = cuts[:, None] / levers[:, i]
         c = np.minimum(np.maximum(g_cut, lo[i]), hi[i])
         t = np.maximum(z_hi[i] - ndtr((c - ghat[i]) / sd[i]), 0.0) / zk[i]
-        return np.where(g_cut < hi[i], t, 0.0) @ wk[i]
+        return np.where(reach[:, i], t, 0.0) @ wk[i]
 
     p_frozen = 0.0
     if frozen_steps > 0 and horizon > 0:
         p_frozen = (frozen_steps + 1) / (frozen_steps + horizon + 1)
     alive = 1.0 - p_frozen
-    nan = math.nan
-    expected = upper = p_falling = p_gained = nan
+    expected = upper = p_falling = p_gained = math.nan
+    p_gain = 0.0
     if horizon <= 0:
-        p_gain = 0.0
         expected = upper = 0.0
-    elif not full:
-        p_gain = float(alive * tail(np.array([min_gain]), D)[0])
+    if not full:
+        if horizon > 0:
+            p_gain = float(alive * tail(np.array([min_gain]), D[None])[0])
     else:
-        # The tail on a grid of gains gives P(gain >= min_gain) and the 95% upper bound.
-        top_gain = float(np.max(hi * D, initial=0.0))
-        # Geometric from 0.01 point, so a bound below the first step of a linear grid is seen.
-        log_top = math.log(max(top_gain, 2e-4))
-        grid = np.concatenate([[min_gain], np.exp(_LOG_1E4 + (log_top - _LOG_1E4) * _UNIT)])
-        tails = alive * tail(grid, D)
-        p_gain = float(tails[0])
-        upper = _upper_bound(grid[1:], tails[1:], 0.05)
-        # E[max(g, 0)] per shape (truncated normal on [max(lo, 0), hi]).
-        a0 = (np.maximum(lo, 0.0) - ghat) / sd
-        b0 = (hi - ghat) / sd
-        mass = np.maximum(ndtr(b0) - ndtr(a0), 0.0)
-        dens = (np.exp(-0.5 * a0 ** 2) - np.exp(-0.5 * b0 ** 2)) / math.sqrt(2 * math.pi)
-        e_pos = (ghat * mass + sd * dens) / zk
-        expected = alive * float(wk @ (np.maximum(e_pos, 0.0) * D))
-    if full:
+        # P(gain >= min_gain) with the levers from now to the end, P(gained) with those from the
+        # start to now: one pass over every kept shape.
+        both = tail(np.array([min_gain, min_gain]), np.stack([D, D0]))
+        p_gain, p_gained = float(alive * both[0]), float(both[1])
+        if horizon > 0:
+            # The 95% upper bound: the tail on a geometric grid of gains from 0.01 point (so a
+            # bound below the first step of a linear grid is seen), over the shapes that carry
+            # more than _BOUND_WEIGHT of the posterior each (the rest move the tail by at most
+            # their total, J x K x _BOUND_WEIGHT < 1e-3, against the 0.05 it is read at).
+            top_gain = float(np.max(hi * D, initial=0.0))
+            log_top = math.log(max(top_gain, 2e-4))
+            grid = np.exp(_LOG_1E4 + (log_top - _LOG_1E4) * _UNIT)
+            big = wk > _BOUND_WEIGHT
+            upper = _upper_bound(grid, alive * tail(grid, D[None], big), 0.05)
+            # E[max(g, 0)] per shape (truncated normal on [max(lo, 0), hi]).
+            a0 = (np.maximum(lo, 0.0) - ghat) / sd
+            b0 = (hi - ghat) / sd
+            mass = np.maximum(ndtr(b0) - ndtr(a0), 0.0)
+            dens = (np.exp(-0.5 * a0 ** 2) - np.exp(-0.5 * b0 ** 2)) / math.sqrt(2 * math.pi)
+            e_pos = (ghat * mass + sd * dens) / zk
+            expected = alive * float(wk @ (np.maximum(e_pos, 0.0) * D))
         with np.errstate(divide="ignore", invalid="ignore"):
             p_falling = float(wk @ np.minimum(
                 np.maximum(ndtr((0.0 - ghat) / sd) - ndtr((lo - ghat) / sd), 0.0) / zk, 1.0))
-        p_gained = float(tail(np.array([min_gain]), D0)[0])
     return HeldoutPosterior(
         p_gain=float(min(max(p_gain, 0.0), 1.0)), expected_gain=expected, gain_upper=upper,
         p_gained=p_gained, p_flat=w0, p_falling=p_falling, dispersion=float(split_w @ ev.phi),
@@ -534,20 +555,29 @@ def _levers(pr: GainPrior, now: float, end: float, scale_t: float, r: np.ndarray
     """Each non-flat shape's gain lever from now to the end ``D`` and from the start to now
     ``D0``, the bounds of ``g`` and its kind (each ``(K,)``; the co-moving shape last)."""
     v = _shape_values(pr, np.array([now, end]), scale_t)
-    D, D0 = v[1] - v[0], v[0]
-    k0 = D.size
+    lo, hi, kinds = _bounds(pr, v.shape[1], r is not None)
+    if r is None:
+        return v[1] - v[0], v[0], lo, hi, kinds
+    # Co-moving: held-out = a + g x (normalised training reward).
+    D = np.append(v[1] - v[0], max(float(rise_left), 0.0))
+    D0 = np.append(v[0], float(r[-1] - r[0]))
+    return D, D0, lo, hi, kinds
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(pr: GainPrior, k0: int, comove: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bounds of ``g`` and the kind of each of ``k0`` fixed shapes (and the co-moving one
+    last when ``comove``); read-only, shared by every call with this prior."""
     n_app, n_on = pr.n_tau, len(pr.onset_powers)
-    kinds = np.full(k0, _DELAYED)
+    kinds = np.full(k0 + comove, _DELAYED, dtype=np.int64)
     kinds[:n_app] = _APPROACH
     kinds[n_app:n_app + n_on] = _ONSET
-    lo, hi = np.full(k0, pr.gain_low), np.full(k0, pr.gain_high)
-    if r is not None:
-        # Co-moving: held-out = a + g x (normalised training reward).
-        D = np.append(D, max(float(rise_left), 0.0))
-        D0 = np.append(D0, float(r[-1] - r[0]))
-        lo, hi = np.append(lo, pr.comove_low), np.append(hi, pr.comove_high)
-        kinds = np.append(kinds, _COMOVE)
-    return D, D0, lo, hi, kinds
+    lo, hi = np.full(k0 + comove, pr.gain_low), np.full(k0 + comove, pr.gain_high)
+    if comove:
+        kinds[-1], lo[-1], hi[-1] = _COMOVE, pr.comove_low, pr.comove_high
+    for a in (lo, hi, kinds):
+        a.flags.writeable = False
+    return lo, hi, kinds
 
 
 class ShapeColumns:
