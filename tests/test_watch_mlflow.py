@@ -89,6 +89,54 @@ def test_sqlite_run_written_while_watched(tmp_path, sqlite_tracking_uri, capsys)
     _assert_tags_and_running(client, run_id, "flagged")
 
 
+def test_points_logged_between_the_snapshot_and_the_reads_wait_for_the_next_poll(
+        tmp_path, sqlite_tracking_uri, monkeypatch, capsys):
+    """The fault: a poll reads the run's latest points, then each key's history, one request
+    at a time; steps logged in between reach the histories of the keys it reads, but not of a
+    key whose latest had not changed at the snapshot (the held-out key between evaluations).
+    Here every snapshot is followed at once by the writer's next steps (an evaluation step
+    among them), the worst case of a live run. Every evaluation must still reach the monitor
+    at its own step: the decision log equals the monitor fed the records in one go, and no
+    record is a repeat."""
+    import mlflow.tracking
+    from mlflow.entities import Metric
+
+    import satmon.watch.followers as followers
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=sqlite_tracking_uri)
+    run_id = client.create_run(client.create_experiment("verl")).info.run_id
+    records = verl_records(total_steps=200)
+    pending = list(records)
+
+    def log_next(k: int) -> None:
+        batch, pending[:] = pending[:k], pending[k:]
+        for step, data in batch:
+            client.log_batch(run_id, metrics=[Metric(key.replace("@", "_at_"), float(v), 0,
+                                                     step) for key, v in data.items()])
+
+    log_next(3)
+    snapshots = []
+
+    class WriterBetweenSnapshotAndReads(mlflow.tracking.MlflowClient):
+        def get_run(self, rid):
+            snapshot = super().get_run(rid)
+            snapshots.append(max(m.step for m in snapshot.data._metric_objs))
+            log_next(7)  # the run logs on while the histories are read
+            return snapshot
+
+    monkeypatch.setattr(followers, "_mlflow_client",
+                        lambda uri, notes: WriterBetweenSnapshotAndReads(tracking_uri=uri))
+    rc = main(["watch", f"mlflow://runs/{run_id}", "--tracking-uri", sqlite_tracking_uri,
+               "--total-steps", "200", *MON, *FAST, "--interval", "0", "--action", "flag",
+               "--decision-log", str(tmp_path / "d.jsonl")])
+    out = capsys.readouterr().out
+    assert rc == EXIT_HALTED, out
+    run = _check_decisions(tmp_path / "d.jsonl", tmp_path / "d.jsonl.state.json", records)
+    assert run["repeats"] == 0, out
+    # The writer really did log between the snapshots and the reads of most polls.
+    assert len(snapshots) > 5 and len(set(snapshots)) == len(snapshots)
+
+
 @pytest.mark.slow
 def test_tracking_server_run_written_by_another_process(tmp_path, mlflow_server, capsys):
     from mlflow.tracking import MlflowClient

@@ -80,6 +80,10 @@ class Poll:
     total_steps: the run's planned number of steps when the log says it (else None).
     ended: the source says the run is over (an MLflow run that is no longer RUNNING).
     grew: new data arrived (drives the idle timer; a partial line counts).
+    complete_below: every step below it is complete in ``records`` and earlier polls (a
+        later step was logged before the points were read), for a follower that reads its
+        keys one request at a time; None when the follower cannot tell (the watcher then
+        waits for a higher step in the records).
     """
 
     records: list[Record] = field(default_factory=list)
@@ -87,6 +91,7 @@ class Poll:
     total_steps: int | None = None
     ended: bool = False
     grew: bool = False
+    complete_below: int | None = None
 
 
 class SourceError(ValueError):
@@ -599,6 +604,14 @@ class MlflowFollower:
         needed = self._needed()
         changed = [k for k in needed if k not in latest or latest[k] != self._latest.get(k)]
         poll.records, poll.grew = self._fetch(client, changed)
+        if latest:
+            # The keys' histories are read one request at a time after the run's latest points
+            # (the snapshot above): a key whose latest had not changed then is not read now,
+            # and a point logged since may be in one key's history and not yet in another's.
+            # A run logs its steps in order, so only the steps below the snapshot's highest
+            # are whole (an evaluation logged at the step of a training reward already read
+            # waits for the next poll, instead of arriving after its step was fed).
+            poll.complete_below = max(step for step, _ in latest.values())
         self._latest.update({k: latest[k] for k in changed if k in latest})
         poll.ended = (mlrun.info.status in _TERMINAL
                       or getattr(mlrun.info, "lifecycle_stage", "active") == "deleted")

@@ -362,7 +362,7 @@ class RunWatch:
         if poll.grew:
             self.last_data = now
         quiet = not poll.records and not poll.grew
-        self._accept(poll.records, out)
+        self._accept(poll.records, out, complete_below=poll.complete_below)
         if self.done:
             return
         self._advance_halt(now, out, save)
@@ -405,7 +405,8 @@ class RunWatch:
         out.event(self, "note", f"poll failed ({self.failures} of {self.options.max_failures}"
                                 f" allowed in a row): {what}; next try in {delay:g} s")
 
-    def _accept(self, records: Sequence[tuple[int, dict[str, Any]]], out: "WatchOutput") -> None:
+    def _accept(self, records: Sequence[tuple[int, dict[str, Any]]], out: "WatchOutput", *,
+                complete_below: int | None = None) -> None:
         for step, values in records:
             self.keys_seen.update(values)
             if step > self.max_seen:
@@ -419,7 +420,11 @@ class RunWatch:
             if self.done:
                 return
         if self.pending and not self._atomic():
+            # A pending step is fed once it is whole: a higher step arrived (the pieces of one
+            # step come before the next one's), and below the follower's bound when it has one.
             top = max(self.pending)
+            if complete_below is not None:
+                top = min(top, complete_below)
             for step in sorted(s for s in self.pending if s < top):
                 self._feed(step, self.pending.pop(step), out)
                 if self.done:
