@@ -5,6 +5,7 @@ Run from the repository root:
     python benchmarks/calibrate_prior.py                 # fit, print the tables
     python benchmarks/calibrate_prior.py --write         # ... and write satmon/monitor/prior.json
     python benchmarks/calibrate_prior.py --runs 240      # smaller suites (smoke check)
+    python benchmarks/calibrate_prior.py --grid wide     # the wider search (README: not shipped)
 
 Families (seeds disjoint from the benchmark's, which uses seed 0):
 
@@ -32,8 +33,11 @@ a prior fitted to that would halt a real run whose held-out accuracy climbs 50 p
 learning does). A candidate's score is the mean compute saved on memorizing runs over the
 families in the fit that have them (synthetic and lab), at the ``risk`` on the grid that keeps
 the false-halt rate at most 1% over the pooled synthetic families (equal weights: the prior is
-fitted to their mixture) and zero on the lab and real runs; infeasible candidates rank below
-feasible ones, by their penalised score. Leave-one-family-out refits the masses and ``risk``
+fitted to their mixture) and zero on the lab and real runs, and whose share of halted runs that
+later gained is at most 2 x ``risk`` (plus one run's share) over the pooled synthetic families:
+the calibration issue 11 asks for, so the search cannot buy savings with an overconfident
+posterior at a tiny ``risk``; infeasible candidates rank below feasible ones, by their
+penalised score. Leave-one-family-out refits the masses and ``risk``
 without the family (one round; the other fields stay at the full fit's) and scores the family.
 Printed: the fitted prior, the per-family table at the chosen ``risk`` (false halts, saved,
 regret), the reliability table (posterior bins against the observed frequency of a later
@@ -74,6 +78,9 @@ OBSERVED = ("lab", "real")
 FAMILIES = ("datasets", "lagged", "lab", "real")
 RISKS = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1)
 WARMUP, MIN_POINTS, MIN_GAIN = 50, 6, 0.01
+#: Halted runs that later gain, as a multiple of ``risk``, that a fitted prior may show
+#: (issue 11: "at most about alpha"; see :func:`objective`).
+CALIBRATION_SLACK = 2.0
 GRID = {
     "p_flat": (0.3, 0.4, 0.5, 0.6, 0.7),
     "p_onset": (0.05, 0.1, 0.2, 0.3),
@@ -83,6 +90,21 @@ GRID = {
     "p_lead": (0.1, 0.3, 0.5),
     "dispersion_dof": (2.0, 4.0, 8.0, 16.0),
     "dispersion_floor": (0.05, 0.25, 0.5, 1.0),
+}
+#: ``--grid wide``: the grid above extended past the edges its fit lands on (p_onset, p_lead,
+#: tau_high, dispersion_dof, dispersion_floor) and over the onset shapes' powers. Its fit is
+#: reported in the README, not shipped (see there: it saves more at the 1% limit of the fitted
+#: suites, with a P(gain) less calibrated, and exceeds the limit on the benchmark's suite).
+GRID_WIDE = {
+    "p_flat": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "p_onset": (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3),
+    "onset_powers": ((1.5, 2.0, 3.0, 4.0), (1.5, 2.0, 3.0), (1.5, 2.0)),
+    "p_comove": (0.05, 0.1, 0.2, 0.3),
+    "p_delayed": (1e-6, 0.005, 0.02, 0.05),
+    "tau_high": (1.0, 2.0, 4.0, 8.0),
+    "p_lead": (0.1, 0.3, 0.5, 0.7),
+    "dispersion_dof": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+    "dispersion_floor": (0.01, 0.02, 0.05, 0.25, 0.5, 1.0),
 }
 
 
@@ -300,10 +322,11 @@ def score(records, ps, risk):
     for fam in sorted({r["family"] for r in records}):
         rows = [(r, ps[i]) for i, r in enumerate(records) if r["family"] == fam and i in ps]
         false = saved_mem = saved_other = regret = 0.0
-        n_mem = n_other = 0
+        n_mem = n_other = n_halted = 0
         for r, p in rows:
             ev = halts(r, p, risk)
             saved = 0.0 if ev is None else (r["T"] - ev["step"]) / r["T"]
+            n_halted += ev is not None
             if ev is not None:
                 false += ev["false"]
                 regret += 100 * ev["gain"] if fam not in OBSERVED else 0.0
@@ -314,23 +337,35 @@ def score(records, ps, risk):
                 saved_other += saved
                 n_other += 1
         out[fam] = {"runs": len(rows), "false": false / max(len(rows), 1),
-                    "n_false": int(false),
+                    "n_false": int(false), "n_halted": n_halted,
                     "saved_mem": saved_mem / n_mem if n_mem else math.nan,
                     "saved_other": saved_other / n_other if n_other else math.nan,
                     "regret": regret / max(len(rows), 1)}
     return out
 
 
-def objective(sc, fams):
+def objective(sc, fams, risk):
     """``(value, feasible)``: the mean saved (mem) over the fitted families that have
     memorizing runs, less a penalty for false halts beyond the limits - at most 1% over the
     pooled synthetic families (each weighted equally: the prior is fitted to their mixture),
-    none on the observed (lab, real) runs - so the search moves toward feasibility from
-    anywhere."""
+    none on the observed (lab, real) runs - and for a posterior that is not calibrated at the
+    halt: over the pooled synthetic families, the share of halted runs that later gained may
+    be at most ``CALIBRATION_SLACK x risk`` (plus one run's share, the resolution of a few
+    hundred runs) - so the search moves toward feasibility from anywhere. Without that last
+    limit the search trades calibration for savings: an overconfident posterior (few degrees
+    of freedom for the dispersion, little mass on late rises) at a tiny ``risk`` reaches the
+    1% limit on the fitted suites with a P(gain) that is not what it says, and exceeds the
+    limit on a suite it was not fitted on (README, calibration)."""
     saved = [sc[f]["saved_mem"] for f in fams
              if f != "real" and f in sc and math.isfinite(sc[f]["saved_mem"])]
-    synthetic = [sc[f]["false"] for f in fams if f in sc and f not in OBSERVED]
-    excess = max(float(np.mean(synthetic)) - 0.01, 0.0) * 10 if synthetic else 0.0
+    synthetic = [f for f in fams if f in sc and f not in OBSERVED]
+    excess = 0.0
+    if synthetic:
+        excess = max(float(np.mean([sc[f]["false"] for f in synthetic])) - 0.01, 0.0) * 10
+        halted = sum(sc[f]["n_halted"] for f in synthetic)
+        gained = sum(sc[f]["n_false"] for f in synthetic)
+        if halted:
+            excess += max(gained / halted - CALIBRATION_SLACK * risk - 1.0 / halted, 0.0)
     excess += sum(0.05 * sc[f]["n_false"] for f in fams if f in sc and f in OBSERVED)
     return (float(np.mean(saved)) if saved else 0.0) - excess, excess == 0
 
@@ -340,21 +375,21 @@ def best_risk(records, ps, fams):
     best = (RISKS[0], -math.inf, None, False)
     for risk in RISKS:
         sc = score(records, ps, risk)
-        val, feasible = objective(sc, fams)
+        val, feasible = objective(sc, fams, risk)
         if (feasible, val) > (best[3], best[1]):
             best = (risk, val, sc, feasible)
     return best
 
 
 def fit(pool, records, fams, start: GainPrior, log=print, rounds: int = 2,
-        fields: tuple[str, ...] | None = None):
+        fields: tuple[str, ...] | None = None, grid: dict | None = None):
     idx = [i for i, r in enumerate(records) if r["family"] in fams]
     cur = start
     ps = posteriors(pool, cur, idx)
     risk, val, _, feas = best_risk(records, ps, fams)
     log(f"  start: objective {val:.3f} at risk {risk} ({'feasible' if feas else 'infeasible'})")
     for rnd in range(rounds):
-        for name, values in GRID.items():
+        for name, values in (grid or GRID).items():
             if fields is not None and name not in fields:
                 continue
             for v in values:
@@ -394,6 +429,11 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=400, help="runs per synthetic family")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--write", action="store_true", help="write satmon/monitor/prior.json")
+    ap.add_argument("--out", default=None,
+                    help="write the fitted prior file here instead (for score_prior.py)")
+    ap.add_argument("--grid", choices=("standard", "wide"), default="standard",
+                    help="the search grid: the shipped prior's, or GRID_WIDE (reported in the "
+                         "README, not shipped)")
     ap.add_argument("--fit-families", default="datasets,lab,real",
                     help="families the default prior is fitted on (the others are held out "
                          "and only scored)")
@@ -430,7 +470,8 @@ def main(argv=None) -> int:
     pool = Shards(args.workers)
     try:
         print(f"\nFit on {', '.join(fams_fit)}:")
-        prior, risk, val = fit(pool, records, fams_fit, default_prior())
+        prior, risk, val = fit(pool, records, fams_fit, default_prior(),
+                               grid=GRID_WIDE if args.grid == "wide" else GRID)
         idx_all = list(range(len(records)))
         ps = posteriors(pool, prior, idx_all)
         sc = score(records, ps, risk)
@@ -473,20 +514,23 @@ def main(argv=None) -> int:
                           "saved (mem)", "saved (other)", "regret (pts)"], loo))
     finally:
         pool.close()
-    if args.write:
+    if args.write or args.out:
         out = {"fields": [f.name for f in fields(GainPrior)], "prior": prior.to_dict(),
                "risk": risk,
                "provenance": {"script": "benchmarks/calibrate_prior.py",
-                              "command": "python benchmarks/calibrate_prior.py --write"
-                              + (f" --runs {args.runs}" if args.runs != 400 else ""),
+                              "command": "python benchmarks/calibrate_prior.py "
+                              + (f"--out {args.out}" if args.out else "--write")
+                              + (f" --runs {args.runs}" if args.runs != 400 else "")
+                              + (" --grid wide" if args.grid == "wide" else ""),
                               "fitted_on": fams_fit,
                               "families": {"datasets": f"make_suite({args.runs}, seed=100)",
                                            "lagged": f"make_lagged_suite({args.runs}, seed=100)",
                                            "lab": "benchmarks/lab_runs",
                                            "real": "../shared/real-logs/raw with held-out"},
                               "saved_mem": round(val, 4)}}
-        (REPO / "satmon" / "monitor" / "prior.json").write_text(json.dumps(out, indent=2) + "\n")
-        print("\nwrote satmon/monitor/prior.json")
+        dest = Path(args.out) if args.out else REPO / "satmon" / "monitor" / "prior.json"
+        dest.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"\nwrote {dest}")
     print(f"\nwall time {time.perf_counter() - t0:.0f} s")
     return 0
 
