@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 CORE_MODULES = ["satmon.run", "satmon.saturation", "satmon.datasets", "satmon.monitor.engine",
-                "satmon.monitor.posterior"]
+                "satmon.monitor.posterior", "satmon.monitor._grow"]
 
 
 @pytest.mark.parametrize("name", CORE_MODULES)

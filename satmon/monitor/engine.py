@@ -61,6 +61,7 @@ from satmon.curves import curve_value, forecast_saturation
 from satmon.decision import Action, Decision, Evidence, Phase, Reason
 from satmon.detectors import LinearBOCPD, ResidualCUSUM, SlopeTest
 from satmon.detectors.base import as_step, from_primitive, to_primitive
+from satmon.monitor._grow import reserve
 from satmon.monitor.config import MonitorConfig
 from satmon.monitor.decide import DecisionInput, decide
 from satmon.monitor.posterior import (HeldoutPosterior, ShapeColumns, default_prior,
@@ -211,7 +212,7 @@ class SaturationMonitor:
         # series as arrays.
         self._pred_block: tuple[int, np.ndarray] | None = None
         self._columns: dict[str, ShapeColumns] = {}
-        self._train_arrays: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._train_arrays: tuple[int, int, np.ndarray] | None = None
         self._series_arrays: dict[str, _SeriesArrays] = {}
         self._details_cache: tuple[tuple[HeldoutPosterior, ...], dict[str, float]] | None = None
         self._compressions = 0
@@ -650,22 +651,18 @@ class SaturationMonitor:
         to right from the previous total, so they equal ``np.cumsum`` over the whole series bit
         for bit (a resumed monitor, which rebuilds them, smooths to the same values)."""
         n = len(self._train_steps)
-        buf = self._train_arrays
-        if buf is None or buf[0] != self._compressions or buf[1] > n:
-            size = max(2 * n, 64)
-            buf = (self._compressions, 0, np.empty(size), np.empty(size), np.zeros(size + 1))
-        _, k, st, va, cs = buf
-        if n > st.size:
-            st = np.concatenate([st[:k], np.empty(2 * n - k)])
-            va = np.concatenate([va[:k], np.empty(2 * n - k)])
-            cs = np.concatenate([cs[:k + 1], np.empty(2 * n - k)])
+        state = self._train_arrays
+        if state is None or state[0] != self._compressions or state[1] > n:
+            state = (self._compressions, 0, np.zeros((3, 16)))  # rows: steps, values, csum
+        _, k, a = state
+        a = reserve(a, n + 1, k + 1)
         if n > k:
-            st[k:n] = self._train_steps[k:]
-            va[k:n] = self._train_values[k:]
+            a[0, k:n] = self._train_steps[k:]
+            a[1, k:n] = self._train_values[k:]
             # np.cumsum from the running total: the same sequential sums as over everything.
-            cs[k:n + 1] = np.cumsum(np.concatenate([cs[k:k + 1], va[k:n]]))
-        self._train_arrays = (self._compressions, n, st, va, cs)
-        return st[:n], va[:n], cs[:n + 1]
+            a[2, k:n + 1] = np.cumsum(np.concatenate([a[2, k:k + 1], a[1, k:n]]))
+        self._train_arrays = (self._compressions, n, a)
+        return a[0, :n], a[1, :n], a[2, :n + 1]
 
     def _reward_levels(self, x: np.ndarray,
                        smoothed: np.ndarray) -> tuple[np.ndarray | None, float]:
@@ -923,11 +920,7 @@ class _SeriesArrays:
         n, k = len(h["steps"]), self._n
         if n < k:
             k = self._unknown = 0
-        a = self._arrays
-        if n > a.shape[1]:
-            grown = np.empty((4, max(2 * n, 16)))
-            grown[:, :k] = a[:, :k]
-            a = self._arrays = grown
+        a = self._arrays = reserve(self._arrays, n, k)
         if n > k:
             a[0, k:n] = h["steps"][k:]
             a[1, k:n] = h["values"][k:]

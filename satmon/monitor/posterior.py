@@ -58,6 +58,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from satmon.detectors.base import check_number
+from satmon.monitor._grow import reserve
 from satmon.regime import point_variance
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -605,10 +606,9 @@ class ShapeColumns:
             self._key, self._x0, k = key, [], 0
         for i in range(k, x.size):
             row = _shape_values(pr, x0[i:i + 1], scale_t)[0]
-            if i >= self._table.shape[0] or self._table.shape[1] != row.size:
-                grown = np.empty((max(2 * i, 16), row.size))
-                grown[:i] = self._table[:i] if self._table.shape[1] == row.size else 0.0
-                self._table = grown
+            if self._table.shape[1] != row.size:  # another prior: another number of shapes
+                self._table = np.empty((0, row.size))
+            self._table = reserve(self._table, i + 1, i, axis=0)
             self._table[i] = row
             self._x0.append(float(x0[i]))
         return self._table[:x.size]
