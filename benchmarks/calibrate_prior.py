@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import math
 import os
@@ -146,6 +147,21 @@ def _record_run(sr_or_run, family: str) -> dict:
     regime = truth.regime if truth is not None else str(run.metadata.get("setting", family))
     return {"family": family, "regime": regime, "name": run.name, "T": float(run.last_step),
             "evals": evals}
+
+
+def code_digest() -> str:
+    """A digest of what the records depend on: the core package's source (the monitor, its
+    detectors and fits, the generators), the shipped prior, this script and the lab and real
+    runs. The record cache is keyed by it, so a change to any of them records again."""
+    h = hashlib.sha256()
+    paths = sorted((REPO / "satmon").rglob("*.py")) + [REPO / "satmon" / "monitor" /
+                                                       "prior.json", Path(__file__).resolve()]
+    paths += sorted((REPO / "benchmarks" / "lab_runs").rglob("*.csv"))
+    paths += sorted(p for p in REAL_LOGS.rglob("*") if p.is_file())
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def record_family(family: str, n: int, workers: int) -> list[dict]:
@@ -441,13 +457,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     cache = Path(args.cache)
-    key = {"runs": args.runs}
+    key = {"runs": args.runs, "code": code_digest()}
     records = None
     if cache.exists():
         raw = json.loads(cache.read_text())
         if raw.get("key") == key:
             records = raw["records"]
             print(f"records from {cache} ({len(records)} runs)")
+        else:
+            print(f"records in {cache} are for {raw.get('key')}, not {key}: recording again")
     if records is None:
         records = []
         for fam in FAMILIES:
