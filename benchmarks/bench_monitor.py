@@ -422,32 +422,28 @@ def _paired_costs(here_src: Path, base_src: Path | None) -> tuple[dict, dict | N
     """This tree's and the baseline's costs: the timing runs alternate between the trees
     ``COST_REPEATS`` times each (each measure the median of its runs; the speed of this
     machine drifts by up to 1.7x between minutes, and alternating puts both trees under the
-    same drift), then one memory run each."""
-    runs: dict[str, list[dict] | None] = {"here": [], "base": [] if base_src else None}
-    srcs = {"here": here_src, "base": base_src}
+    same drift), then one memory run each. A baseline that fails to run (None) is dropped;
+    this tree failing raises."""
+    srcs = {"here": here_src} | ({"base": base_src} if base_src else {})
+    runs: dict[str, list[dict]] = {k: [] for k in srcs}
     for _ in range(COST_REPEATS):
-        for k in ("here", "base"):
-            if runs[k] is not None:
-                try:
-                    runs[k].append(_tree_costs(srcs[k], "time"))
-                except subprocess.CalledProcessError:
-                    if k == "here":
-                        raise
-                    runs[k] = None
-    out = {}
+        for k in list(runs):
+            try:
+                runs[k].append(_tree_costs(srcs[k], "time"))
+            except subprocess.CalledProcessError:
+                if k == "here":
+                    raise
+                del runs[k]
+    out: dict[str, dict] = {}
     for k, rs in runs.items():
-        if not rs:
-            out[k] = None
-            continue
-        med = {m: float(np.median([r[m] for r in rs])) for m in rs[0]}
+        out[k] = {m: float(np.median([r[m] for r in rs])) for m in rs[0]}
         try:
-            med.update(_tree_costs(srcs[k], "memory"))
+            out[k].update(_tree_costs(srcs[k], "memory"))
         except subprocess.CalledProcessError:
             if k == "here":
                 raise
-            med["mb_100k"] = math.nan
-        out[k] = med
-    return out["here"], out["base"]
+            out[k]["mb_100k"] = math.nan
+    return out["here"], out.get("base")
 
 
 def release_tree(rev: str) -> Path | None:
