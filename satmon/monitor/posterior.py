@@ -8,6 +8,14 @@ Shapes (a mixture; ``x`` = steps since the first evaluation)
     approach  ``m(x) = a + g * (1 - exp(-x / tau))``            (rising, or falling for g < 0, to
                                                                  an asymptote ``a + g`` on a time
                                                                  scale ``tau``)
+    onset     ``m(x) = a + g * (x / X) ** k``                   (an accelerating rise, the convex
+                                                                 start of a sigmoid learning
+                                                                 curve; ``X`` the planned span,
+                                                                 ``k`` in ``onset_powers``)
+    delayed   ``m(x) = a + g * (tanh((x-c)/w) - tanh(-c/w))/2`` (a rise centred at ``c``, a
+                                                                 fraction of the run, long after
+                                                                 the reward saturated; ``n_delay``
+                                                                 centres x ``delay_widths``)
     co-moving ``m(x) = a + g * r(x)``                           (held-out moves with the training
                                                                  reward ``r``, normalised by its
                                                                  ceiling: the pre-saturation
@@ -17,7 +25,11 @@ Prior
     ``a`` flat (it is shared by every shape, so it cancels in their comparison); ``g`` uniform on
     ``[gain_low, gain_high]`` (``[comove_low, comove_high]`` per unit of reward for the
     co-moving shape); ``tau`` log-uniform on ``[tau_low, tau_high] x T`` (a grid of ``n_tau``
-    values); shape masses ``p_flat``, ``p_comove`` and the rest for the approach shapes.
+    values); shape masses ``p_flat``, ``p_onset``, ``p_delayed``, ``p_comove`` (each spread evenly
+    over its kind's shapes) and the rest for the approach shapes. Leading evaluations may belong
+    to an earlier phase (a format jump in the first steps): with probability ``p_lead`` the
+    shapes explain only the evaluations after the first ``j`` (uniform over
+    ``1 <= j <= min(max_lead, N - 4)``), each of those its own level.
 
 Likelihood
     Each evaluation is a proportion of ``n`` samples: the normal approximation of the binomial,
