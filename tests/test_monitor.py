@@ -158,6 +158,7 @@ def test_halt_without_heldout_knob():
     ({"risk": 0.2, "flag_risk": 0.1}, ValueError, "flag_risk"),
     ({"risk": 1.0}, ValueError, "risk"),
     ({"frozen_zero_std": 1.5}, ValueError, "frozen_zero_std"),
+    ({"frozen_after": -1}, ValueError, "frozen_after"),
     ({"decision_history": 0}, ValueError, "decision_history"),
     ({"reward_ceiling": math.inf}, ValueError, "reward_ceiling"),
     ({"families": ("pow3",)}, ValueError, "families"),

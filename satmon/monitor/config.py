@@ -41,6 +41,7 @@ class MonitorConfig:
     flag_risk: float = 0.2
     prior: Any = None
     frozen_zero_std: float | None = 0.999
+    frozen_after: int = 44
     memorizing_before: float = 0.25
     reward_ceiling: float | None = 1.0
     min_heldout_gain: float = 0.01
@@ -79,7 +80,7 @@ class MonitorConfig:
         for name, low in (("warmup_steps", 0), ("min_heldout_points", 3), ("end_margin", 0),
                           ("refit_every", 1), ("bootstrap", 0), ("max_non_finite", 1),
                           ("diverge_patience", 1), ("slope_window", 10), ("max_history", 64),
-                          ("decision_history", 1), ("seed", 0)):
+                          ("decision_history", 1), ("frozen_after", 0), ("seed", 0)):
             v = getattr(self, name)
             if not is_int(v) or v < low:
                 fail(name, f"an int >= {low}")

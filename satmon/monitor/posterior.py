@@ -53,9 +53,10 @@ saturated, the co-moving shape predicts nothing more). A falling shape gains not
 is ``P(gain >= min_gain)``, its expectation and a 95% upper bound.
 
 Mechanistic evidence. A policy-gradient step with every GRPO group at zero reward variance and no
-KL or entropy term leaves the model unchanged; after ``k`` such steps in a row, the chance that
-the next ``H`` steps are all alike is ``(k + 1) / (k + H + 1)`` (Laplace's rule of succession),
-and a frozen policy gains nothing: ``P(gain)`` is multiplied by one minus that.
+KL or entropy term has a zero gradient; once the optimizer's momentum has died out (the monitor's
+``frozen_after``) the model no longer changes. After ``k`` such frozen steps in a row, the chance
+that the next ``H`` steps are all alike is ``(k + 1) / (k + H + 1)`` (Laplace's rule of
+succession), and a frozen policy gains nothing: ``P(gain)`` is multiplied by one minus that.
 """
 
 from __future__ import annotations
@@ -289,8 +290,8 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
     reward_rise_left:
         Forecast rise of the normalised training reward from ``step`` to ``total_steps``.
     frozen_steps:
-        Consecutive recent steps at which the policy gradient was zero (see the module
-        docstring).
+        Consecutive recent steps at which the policy was frozen: a zero policy gradient, after
+        the optimizer's momentum died out (see the module docstring).
     variances:
         Per-evaluation variances, overriding ``sizes`` (for callers that already have them).
     cache:
