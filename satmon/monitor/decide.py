@@ -25,6 +25,7 @@ Order (the first that applies wins):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -162,18 +163,22 @@ def _halt(c: MonitorConfig, reason: Reason, message: str) -> tuple[Action, Reaso
 
 
 def _heldout_text(ev: DecisionInput, c: MonitorConfig) -> str:
-    parts = []
-    for name, post in ev.posteriors.items():
-        frozen = f", P(policy frozen)={post.p_frozen:.2f}" if post.p_frozen > 0 else ""
-        parts.append(
-            f"'{name}': P(gain >= {100 * c.min_heldout_gain:g} pt in the remaining "
-            f"{format_number(ev.horizon)} steps)={post.p_gain:.3f}, expected "
-            f"{100 * post.expected_gain:+.1f} pt (95% upper {100 * post.gain_upper:+.1f}) over "
-            f"{post.n_points} evaluations, noise dispersion {post.dispersion:.2f}{frozen}")
+    parts = [_series_text(name, post, c.min_heldout_gain) for name, post in ev.posteriors.items()]
     text = "; ".join(parts)
     if len(parts) > 1:
         text = f"P(any series gains)={ev.p_gain:.3f}: " + text
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _series_text(name: str, post: HeldoutPosterior, min_gain: float) -> str:
+    # One series' posterior as the message says it: the same text at every step until the next
+    # evaluation (the horizon is the one the posterior was computed for), so it is cached.
+    frozen = f", P(policy frozen)={post.p_frozen:.2f}" if post.p_frozen > 0 else ""
+    return (f"'{name}': P(gain >= {100 * min_gain:g} pt in the remaining "
+            f"{format_number(post.horizon)} steps)={post.p_gain:.3f}, expected "
+            f"{100 * post.expected_gain:+.1f} pt (95% upper {100 * post.gain_upper:+.1f}) over "
+            f"{post.n_points} evaluations, noise dispersion {post.dispersion:.2f}{frozen}")
 
 
 __all__ = ["DecisionInput", "SAT_SURE", "decide"]
