@@ -63,6 +63,7 @@ from satmon.callbacks.heldout import HeldoutEvaluator, HeldoutResult
 from satmon.decision import Action, Decision, UpdateRecord
 from satmon.keys import KeyMap, format_key_list
 from satmon.monitor import SaturationMonitor, StateError
+from satmon.monitor.config import momentum_steps
 from satmon.results import json_safe
 from satmon.sinks import MlflowSink
 
@@ -137,9 +138,10 @@ class SaturationCallback(TrainerCallback, ExportableState):
     ----------
     monitor:
         A :class:`satmon.monitor.SaturationMonitor`, or a dict of its parameters, or None for
-        the defaults. Missing ``total_steps`` / ``eval_every`` are filled from the trainer
-        (``max_steps``, ``eval_steps`` or the evaluator's ``every``) when the monitor is built
-        here.
+        the defaults. Missing ``total_steps`` / ``eval_every`` / ``frozen_after`` are filled
+        from the trainer (``max_steps``; ``eval_steps`` or the evaluator's ``every``; for an
+        Adam-family ``optim``, the steps its ``adam_beta1`` / ``adam_beta2`` momentum still
+        moves the model after the gradient vanishes) when the monitor is built here.
     action:
         ``"flag"`` (log a warning and tag the MLflow run), ``"halt"`` (also stop training:
         ``control.should_training_stop``) or ``"halt_and_save"`` (also checkpoint the halt step:
@@ -901,6 +903,10 @@ class SaturationCallback(TrainerCallback, ExportableState):
                 if isinstance(steps, float) and steps < 1 and state.max_steps:
                     steps = max(1, int(round(steps * state.max_steps)))
                 params["eval_every"] = int(steps)
+        if params.get("frozen_after") is None:
+            steps = _adam_momentum_steps(args)
+            if steps is not None:
+                params["frozen_after"] = steps
         run.monitor = SaturationMonitor(**params)
 
     def _choose_source(self, args: Any) -> str:
@@ -1011,6 +1017,22 @@ def _dataset_size(dataloader: Any) -> int | None:
     except TypeError:
         return None
     return n if n else None
+
+
+def _adam_momentum_steps(args: Any) -> int | None:
+    """The monitor's ``frozen_after`` for the trainer's optimizer: the steps Adam's momentum
+    still moves the model after the gradient vanishes, from ``adam_beta1`` / ``adam_beta2``
+    (None for other optimizers or unusable betas: the monitor's default then holds)."""
+    optim = getattr(args, "optim", None)
+    name = str(getattr(optim, "value", optim) or "").lower()
+    b1, b2 = getattr(args, "adam_beta1", None), getattr(args, "adam_beta2", None)
+    if "adam" not in name or not isinstance(b1, (int, float)) or not isinstance(b2, (int, float)):
+        return None
+    try:
+        return momentum_steps(float(b1), float(b2))
+    except ValueError as exc:
+        logger.warning("satmon: %s; frozen_after keeps the monitor's default", exc)
+        return None
 
 
 def _eval_enabled(args: Any) -> bool:

@@ -50,3 +50,21 @@ def test_plain_trainer_misspelled_eval_metric_lists_the_eval_keys(tmp_path):
         trainer.train()
     assert "'eval_acc'" in str(info.value) and "'eval_accuracy'" in str(info.value)
     assert trainer.state.global_step == 5  # raised at the first evaluation log
+
+
+def test_frozen_after_follows_the_trainers_adam_betas(tmp_path):
+    """The zero-gradient evidence waits for the optimizer's momentum: the callback derives the
+    monitor's frozen_after from the trainer's Adam betas, unless it is given."""
+    from satmon.monitor.config import momentum_steps
+
+    def built(name, monitor=None, **args):
+        cb = SaturationCallback(monitor, keys={"train_key": "loss",
+                                               "heldout_keys": ["eval_accuracy"]},
+                                train_transform=lambda loss: math.exp(-loss), mlflow=False)
+        sft_trainer(tmp_path / name, max_steps=1, callbacks=[cb], **args).train()
+        return cb._run.monitor.config.frozen_after
+
+    assert built("default") == momentum_steps(0.9, 0.999) == 44
+    assert built("fast", adam_beta1=0.5) == momentum_steps(0.5, 0.999) == 7
+    assert built("given", {"frozen_after": 3}, adam_beta1=0.5) == 3
+    assert built("sgd", optim="sgd", adam_beta1=0.5) == 44  # not Adam: the monitor's default

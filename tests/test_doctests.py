@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 CORE_MODULES = ["satmon.run", "satmon.saturation", "satmon.datasets", "satmon.monitor.engine",
-                "satmon.monitor.posterior", "satmon.monitor._grow"]
+                "satmon.monitor.posterior", "satmon.monitor._grow",
+                "satmon.monitor.config"]
 
 
 @pytest.mark.parametrize("name", CORE_MODULES)

@@ -21,6 +21,26 @@ def default_risk() -> float:
     return float(_data.load("prior.json", list(GainPrior.__dataclass_fields__))["risk"])
 
 
+def momentum_steps(beta1: float, beta2: float, fraction: float = 0.01) -> int:
+    """Steps after the gradient vanishes until Adam's update has decayed to ``fraction`` of its
+    last size: the update ``j`` steps later is ``(beta1 / sqrt(beta2)) ** j`` of it, so
+    ``ceil(log(fraction) / log(beta1 / sqrt(beta2)))`` (0 without momentum).
+
+    >>> momentum_steps(0.9, 0.999), momentum_steps(0.0, 0.999), momentum_steps(0.5, 0.999)
+    (44, 0, 7)
+    """
+    if not (0 <= beta1 < 1 and 0 < beta2 <= 1):
+        raise ValueError(f"momentum_steps needs 0 <= beta1 < 1 and 0 < beta2 <= 1. Got "
+                         f"beta1={beta1!r}, beta2={beta2!r}.")
+    if beta1 == 0:
+        return 0
+    rate = beta1 / math.sqrt(beta2)
+    if rate >= 1:
+        raise ValueError(f"Adam's update does not decay with beta1={beta1!r}, beta2={beta2!r} "
+                         f"(beta1 / sqrt(beta2) = {rate:.4g} >= 1).")
+    return math.ceil(math.log(fraction) / math.log(rate))
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """The monitor's configuration (see :class:`satmon.SaturationMonitor` for each field).
@@ -41,7 +61,7 @@ class MonitorConfig:
     flag_risk: float = 0.2
     prior: Any = None
     frozen_zero_std: float | None = 0.999
-    frozen_after: int = 44
+    frozen_after: int = momentum_steps(0.9, 0.999)  # the transformers / torch defaults
     memorizing_before: float = 0.25
     reward_ceiling: float | None = 1.0
     min_heldout_gain: float = 0.01
