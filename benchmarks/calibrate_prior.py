@@ -68,12 +68,12 @@ REAL_LOGS = next((p for p in (REPO.parent / "shared" / "real-logs" / "raw",
 sys.path.insert(0, str(REPO))
 
 import satmon.monitor.engine as engine  # noqa: E402
+from bench_monitor import MEMORIZING  # noqa: E402  (the benchmark's definitions, one place)
 from satmon.datasets import make_lagged_suite, make_suite  # noqa: E402
 from satmon.monitor.posterior import GainPrior, _evidence, _posterior, default_prior  # noqa
 from satmon.replay import replay  # noqa: E402
 from satmon.results import text_table  # noqa: E402
 
-MEMORIZING = {"memorizing", "noisy_label", "lagged_memorizing"}
 #: Families whose truth is the later observed held-out series (no generator to ask).
 OBSERVED = ("lab", "real")
 FAMILIES = ("datasets", "lagged", "lab", "real")
