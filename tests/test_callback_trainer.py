@@ -68,3 +68,23 @@ def test_frozen_after_follows_the_trainers_adam_betas(tmp_path):
     assert built("fast", adam_beta1=0.5) == momentum_steps(0.5, 0.999) == 7
     assert built("given", {"frozen_after": 3}, adam_beta1=0.5) == 3
     assert built("sgd", optim="sgd", adam_beta1=0.5) == 44  # not Adam: the monitor's default
+
+
+def test_unusable_adam_betas_are_a_logged_skip_not_a_crash(tmp_path, caplog):
+    """Betas whose momentum never decays (beta1 / sqrt(beta2) >= 1) cannot give a frozen_after:
+    momentum_steps names them, and the callback logs that and keeps the monitor's default."""
+    import logging
+
+    from transformers import TrainingArguments
+
+    from satmon.callbacks.saturation import _adam_momentum_steps
+    from satmon.monitor.config import momentum_steps
+
+    with pytest.raises(ValueError, match="beta1=0.9995, beta2=0.999"):
+        momentum_steps(0.9995, 0.999)
+    with pytest.raises(ValueError, match="0 <= beta1 < 1"):
+        momentum_steps(1.2, 0.999)
+    args = TrainingArguments(output_dir=str(tmp_path), adam_beta1=0.9995, report_to=[])
+    with caplog.at_level(logging.WARNING, logger="satmon"):
+        assert _adam_momentum_steps(args) is None
+    assert "does not decay" in caplog.text and "keeps the monitor's default" in caplog.text
