@@ -61,6 +61,7 @@ from satmon.datasets import (LAGGED_REGIME_LABELS, REGIME_LABELS, make_lagged_su
                              make_run, make_suite)
 from satmon.detectors import DETECTORS, LinearBOCPD, SlopeTest  # noqa: E402
 from satmon.monitor import SaturationMonitor  # noqa: E402
+from satmon.monitor.config import default_risk  # noqa: E402
 from satmon.regime import CLASSES, classify_regime  # noqa: E402
 from satmon.replay import replay  # noqa: E402
 from satmon.results import text_table  # noqa: E402
@@ -114,7 +115,8 @@ def make_family(kind, n_runs, seed0):
 
 
 def _p_series_one(args):
-    """Every evaluation's P(held-out gain) of a monitor that never halts, with the truth."""
+    """Every evaluation's P(held-out gain) of a monitor that never halts (calibrated, and the
+    model's), with the truth."""
     kind, seed0, i, n_runs = args
     sr = _suite_run(kind, seed0, i, n_runs)
     res = replay(sr.run, risk=1e-300, flag_risk=1e-300, stop_at_halt=False)
@@ -124,7 +126,8 @@ def _p_series_one(args):
         p = d.evidence.details.get("p_heldout_gain")
         if d.step in evals and p is not None and d.step >= 50 \
                 and d.evidence.heldout_points >= 6 and d.step < sr.run.last_step:
-            out.append((int(d.step), float(p), sr.truth.remaining_gain_at(d.step) > 0.01))
+            out.append((int(d.step), float(p), sr.truth.remaining_gain_at(d.step) > 0.01,
+                        float(d.evidence.details["heldout/p_gain_model"])))
     return i, out
 
 
@@ -622,7 +625,8 @@ def family_tables(kind, seed0, n_runs, workers, label):
     return suite, mon, mon_sum, dominated
 
 
-RISK_LEVELS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+#: The alphas of Table R2 (the default risk is added).
+RISK_LEVELS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def reliability_tables(kind, seed0, n_runs, workers):
@@ -632,29 +636,29 @@ def reliability_tables(kind, seed0, n_runs, workers):
     with Pool(workers) as pool:
         series = dict(pool.map(_p_series_one, jobs, chunksize=8))
     suite = make_family(kind, n_runs, seed0)
-    pairs = [(p, g) for i in range(n_runs) for _, p, g in series[i]]
+    pairs = [(p, g, pm) for i in range(n_runs) for _, p, g, pm in series[i]]
     bins = ((0, 0.005), (0.005, 0.01), (0.01, 0.02), (0.02, 0.05), (0.05, 0.1), (0.1, 0.3),
             (0.3, 0.7), (0.7, 1.0001))
     rows = []
     for lo, hi in bins:
-        sel = [(p, g) for p, g in pairs if lo <= p < hi]
-        rows.append([kind, f"[{lo:g}, {min(hi, 1):g})", str(len(sel)),
-                     fmt(float(np.mean([p for p, _ in sel]))) if sel else "-",
-                     fmt(float(np.mean([g for _, g in sel]))) if sel else "-"])
+        sel = [t for t in pairs if lo <= t[0] < hi]
+        rows.append([kind, f"[{lo:g}, {min(hi, 1):g})", str(len(sel))]
+                    + [fmt(float(np.mean([t[c] for t in sel]))) if sel else "-"
+                       for c in (0, 2, 1)])
     halts = []
     frontier = []
-    for alpha in RISK_LEVELS:
+    for alpha in sorted(set(RISK_LEVELS) | {default_risk()}):
         n_halt = n_false = 0
         saved = []
         for i, sr in enumerate(suite):
-            hit = next(((st, g) for st, p, g in series[i] if p < alpha), None)
+            hit = next(((st, g) for st, p, g, _ in series[i] if p < alpha), None)
             if hit is not None:
                 n_halt += 1
                 n_false += hit[1]
             if sr.truth.regime in MEMORIZING:
                 T = sr.run.last_step
                 saved.append(0.0 if hit is None else (T - hit[0]) / T)
-        halts.append([kind, f"{alpha:g}", str(n_halt), str(n_false),
+        halts.append([kind, f"{alpha:.4g}", str(n_halt), str(n_false),
                       fmt(n_false / n_halt) if n_halt else "-", fmt(n_false / n_runs, 4),
                       fmt(float(np.mean(saved)))])
         frontier.append({"alpha": alpha, "false": n_false / n_runs,
@@ -755,9 +759,10 @@ def main(argv=None) -> int:
         halt_rows += h
         frontiers[kind] = f
     print(f"Table R1. Reliability of P(held-out gain >= 1 point) at every evaluation after "
-          f"warm-up (first {n_rel} runs of each suite, a monitor that never halts)")
-    print(text_table(["suite", "P bin", "evaluations", "mean P", "observed gain frequency"],
-                     rel_rows))
+          f"warm-up (first {n_rel} runs of each suite, a monitor that never halts; bins of the "
+          "calibrated P the monitor reports, the posterior model's own mean P beside it)")
+    print(text_table(["suite", "P bin", "evaluations", "mean P", "mean model P",
+                      "observed gain frequency"], rel_rows))
     print("\nTable R2. Halting at the first evaluation with P < alpha: among the runs halted, "
           "the fraction that later gained more than a point (target: at most about alpha)")
     print(text_table(["suite", "alpha", "runs halted", "later gained", "fraction",

@@ -6,8 +6,9 @@ Run from the repository root:
     python benchmarks/score_prior.py --prior my_prior.json --risk 0.002
     python benchmarks/score_prior.py --suite lagged --runs 400
 
-``--prior`` takes a file in the format of ``satmon/monitor/prior.json`` (its ``prior`` and
-``risk``; ``--risk`` overrides the latter). Every run is replayed through a
+``--prior`` takes a file in the format of ``satmon/monitor/prior.json`` (its ``prior``,
+``risk`` and ``calibration`` map; ``--risk`` overrides the risk; a file without a map, written
+before maps existed, is read on the model's scale). Every run is replayed through a
 :class:`~satmon.monitor.SaturationMonitor` with that prior and halt level, the monitor's
 defaults otherwise, exactly as ``bench_monitor.py`` replays the shipped one; the definitions
 are bench_monitor's (a halt is false when the noiseless held-out accuracy still gains more
@@ -34,14 +35,14 @@ sys.path.insert(0, str(REPO))
 
 from bench_monitor import MEMORIZING  # noqa: E402  (the benchmark's definitions, one place)
 from satmon.datasets import make_lagged_suite, make_suite  # noqa: E402
-from satmon.monitor import SaturationMonitor  # noqa: E402
+from satmon.monitor import ProbabilityMap, SaturationMonitor  # noqa: E402
 from satmon.monitor.posterior import GainPrior  # noqa: E402
 from satmon.replay import replay  # noqa: E402
 from satmon.results import text_table  # noqa: E402
 
 GAIN = 0.01  # bench_monitor's false-halt threshold
 _SUITE: list = []
-_PRIOR: tuple[GainPrior, float] | None = None
+_PRIOR: tuple[GainPrior, float, ProbabilityMap] | None = None
 
 
 def _suite(name: str, runs: int) -> list:
@@ -50,16 +51,19 @@ def _suite(name: str, runs: int) -> list:
     return make_lagged_suite(runs, seed=0)
 
 
-def _init(name: str, runs: int, prior: dict, risk: float) -> None:
+def _init(name: str, runs: int, prior: dict, risk: float, calibration: dict | None = None
+          ) -> None:
     global _SUITE, _PRIOR
-    _SUITE, _PRIOR = _suite(name, runs), (GainPrior.from_dict(prior), risk)
+    _SUITE = _suite(name, runs)
+    _PRIOR = (GainPrior.from_dict(prior), risk, ProbabilityMap.from_dict(calibration or {}))
 
 
 def _one(i: int) -> tuple[str, int | None, int, float]:
     sr = _SUITE[i]
-    prior, risk = _PRIOR
+    prior, risk, cal = _PRIOR
     total = int(sr.run.last_step)
-    res = replay(sr.run, lambda: SaturationMonitor(total_steps=total, prior=prior, risk=risk))
+    res = replay(sr.run, lambda: SaturationMonitor(total_steps=total, prior=prior, risk=risk,
+                                                   calibration=cal))
     left = sr.truth.remaining_gain_at(res.halt_step) if res.halted else 0.0
     return sr.truth.regime, res.halt_step, total, float(left)
 
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     risk = float(raw["risk"] if args.risk is None else args.risk)
     t0 = time.perf_counter()
     with Pool(args.workers, initializer=_init,
-              initargs=(args.suite, args.runs, prior, risk)) as pool:
+              initargs=(args.suite, args.runs, prior, risk, raw.get("calibration"))) as pool:
         rows = pool.map(_one, range(args.runs), chunksize=8)
     print(f"Prior {args.prior} at risk {risk:g} on the {args.suite} suite (seed 0, "
           f"{args.runs} runs; regret: points left after the halt, 0 without one)")

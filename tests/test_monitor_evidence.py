@@ -67,7 +67,11 @@ def test_rising_heldout_is_never_stopped_even_with_the_reward_saturated():
     assert not any(d.action is Action.HALT for d in ds)
     assert all(d.action is Action.CONTINUE for d in ds[100:-1]), \
         [(d.step, d.message) for d in ds[100:] if d.action is not Action.CONTINUE][:3]
-    assert ds[-2].evidence.details["p_heldout_gain"] > 0.9
+    # The model is sure; the calibrated P it reports is the top of the map (on the calibration
+    # mixture even runs whose held-out rise looked that clear gained later ~80% of the time).
+    details = ds[-2].evidence.details
+    assert details["heldout/p_gain_model"] > 0.9
+    assert details["p_heldout_gain"] > 0.75
 
 
 def _memorization_control(total=300, kl=None, **config):

@@ -25,9 +25,11 @@ def test_score_counts_false_halts_calibration_savings_and_regret():
 
 
 def test_replay_under_the_shipped_prior_file_equals_the_default_monitor():
+    from satmon.monitor.calibration import default_calibration
     from satmon.monitor.config import default_risk
 
-    sp._init("datasets", 6, default_prior().to_dict(), default_risk())
+    sp._init("datasets", 6, default_prior().to_dict(), default_risk(),
+             default_calibration().to_dict())
     for i, sr in enumerate(sp._SUITE):
         regime, halt, total, left = sp._one(i)
         res = replay(sr.run)

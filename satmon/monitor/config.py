@@ -12,12 +12,14 @@ import numpy as np
 from satmon.curves import FAMILIES
 from satmon.decision import Reason
 from satmon import _data
+from satmon.monitor.calibration import ProbabilityMap
 from satmon.monitor.posterior import GainPrior
 
 
 def default_risk() -> float:
-    """The halt level of P(held-out gain) chosen on the calibration mixture
-    (``satmon/monitor/prior.json``, written by ``benchmarks/calibrate_prior.py``)."""
+    """The halt level of the calibrated P(held-out gain) chosen on the calibration mixture
+    (``satmon/monitor/prior.json``, written by ``benchmarks/calibrate_prior.py``: the image
+    under the calibration map of the level fitted on the model's scale, its ``model_risk``)."""
     return float(_data.load("prior.json", list(GainPrior.__dataclass_fields__))["risk"])
 
 
@@ -60,6 +62,7 @@ class MonitorConfig:
     risk: float = default_risk()
     flag_risk: float = 0.2
     prior: Any = None
+    calibration: Any = None
     frozen_zero_std: float | None = 0.999
     frozen_after: int = momentum_steps(0.9, 0.999)  # the transformers / torch defaults
     memorizing_before: float = 0.25
@@ -130,6 +133,11 @@ class MonitorConfig:
             object.__setattr__(self, "prior", GainPrior.from_dict(self.prior))
         elif self.prior is not None and not isinstance(self.prior, GainPrior):
             fail("prior", "a GainPrior, a dict of its fields, or None (the fitted default)")
+        if isinstance(self.calibration, Mapping):
+            object.__setattr__(self, "calibration", ProbabilityMap.from_dict(self.calibration))
+        elif self.calibration is not None and not isinstance(self.calibration, ProbabilityMap):
+            fail("calibration", "a ProbabilityMap, a dict of its knots, or None (the map fitted "
+                 "with the default prior)")
         fam = tuple(self.families)
         if not fam or any(f not in FAMILIES for f in fam) or all(f == "pow3" for f in fam):
             fail("families", f"a non-empty tuple from {FAMILIES} with a saturating family")
@@ -146,7 +154,7 @@ class MonitorConfig:
             v = getattr(self, f.name)
             if isinstance(v, tuple):
                 v = list(v)
-            elif isinstance(v, GainPrior):
+            elif isinstance(v, (GainPrior, ProbabilityMap)):
                 v = v.to_dict()
             out[f.name] = v
         return out

@@ -146,7 +146,7 @@ def decide(ev: DecisionInput, config: MonitorConfig) -> tuple[Action, Reason | N
     msg = f"{reason.name} at step {s}: {why}; {held}; {sat}"
     if p < c.risk:
         return _halt(c, reason, msg)
-    return Action.FLAG, reason, msg + f" (halt below P={c.risk:g})"
+    return Action.FLAG, reason, msg + f" (halt below P={c.risk:.3g})"
 
 
 def _step(value: float) -> str:

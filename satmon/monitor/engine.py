@@ -66,6 +66,7 @@ from satmon.decision import Action, Decision, Evidence, Phase, Reason
 from satmon.detectors import LinearBOCPD, ResidualCUSUM, SlopeTest
 from satmon.detectors.base import as_step, from_primitive, to_primitive
 from satmon.monitor._grow import reserve
+from satmon.monitor.calibration import default_calibration
 from satmon.monitor.config import MonitorConfig
 from satmon.monitor.decide import DecisionInput, decide
 from satmon.monitor.posterior import (HeldoutPosterior, ShapeColumns, default_prior,
@@ -123,6 +124,13 @@ class SaturationMonitor:
     prior:
         The held-out shape prior (:class:`satmon.monitor.posterior.GainPrior` or a dict of its
         fields); None: the fitted default.
+    calibration:
+        The map from the posterior model's P(gain) to the calibrated P(gain) that is reported,
+        logged and compared with ``risk`` and ``flag_risk``
+        (:class:`satmon.monitor.calibration.ProbabilityMap` or a dict of its knots); None: the
+        map fitted with the default prior (kept for a prior moved by a probe; a prior of your
+        own comes with its own map from ``benchmarks/calibrate_prior.py``, or use
+        ``ProbabilityMap.identity()`` and a ``risk`` on the model's scale).
     frozen_zero_std:
         ``frac_reward_zero_std`` at or above which a step (with no nonzero ``kl``) counts as a
         zero-gradient step; None ignores that evidence.
@@ -231,6 +239,8 @@ class SaturationMonitor:
         self._posteriors: dict[str, HeldoutPosterior] = {}
         self._collapsed: dict[str, tuple[float, float]] = {}
         self._prior = c.prior or default_prior()
+        self._calibration = (c.calibration if c.calibration is not None
+                             else default_calibration())
         self._halted: Decision | None = None
         self._last_decision: Decision | None = None
         self._decisions: deque[Decision] = deque(maxlen=c.decision_history)
@@ -720,7 +730,8 @@ class SaturationMonitor:
                 min_gain=c.min_heldout_gain, prior=self._prior, reward_levels=levels,
                 reward_rise_left=rise,
                 frozen_steps=max(self._frozen - c.frozen_after, 0),
-                cache=self._columns.setdefault(name, ShapeColumns()))
+                cache=self._columns.setdefault(name, ShapeColumns()),
+                calibration=self._calibration)
             drop = _collapse_drop(y, var)
             if drop is not None:
                 self._collapsed[name] = drop

@@ -50,7 +50,9 @@ The gain still to come under a shape with ``g`` is ``g x D``: ``D = s(T) - s(now
 approach shapes, the forecast remaining rise of the training reward for the co-moving one (its
 soft link to the training curve: while the reward still rises a held-out rise is likely; once it
 saturated, the co-moving shape predicts nothing more). A falling shape gains nothing. The result
-is ``P(gain >= min_gain)``, its expectation and a 95% upper bound.
+is ``P(gain >= min_gain)``, its expectation and a 95% upper bound. That probability is exact
+for the model above; the monitor reports it through a calibration map fitted on observed gains
+(``calibration=``, :mod:`satmon.monitor.calibration`), and ``p_gain_model`` keeps the model's.
 
 Mechanistic evidence. A policy-gradient step with every GRPO group at zero reward variance and no
 KL or entropy term has a zero gradient; once the optimizer's momentum has died out (the monitor's
@@ -72,6 +74,7 @@ from scipy.special import ndtr
 
 from satmon.detectors.base import check_number
 from satmon.monitor._grow import reserve
+from satmon.monitor.calibration import ProbabilityMap
 from satmon.regime import point_variance
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -246,6 +249,8 @@ class HeldoutPosterior:
     p_frozen: the rule-of-succession chance that the policy stays frozen (0 without evidence).
     n_points: evaluations used.
     horizon: remaining planned steps.
+    p_gain_model: the model's own P(gain) before the calibration map (equal to ``p_gain``
+    without one; see :mod:`satmon.monitor.calibration`).
     """
 
     p_gain: float
@@ -258,6 +263,11 @@ class HeldoutPosterior:
     p_frozen: float
     n_points: int
     horizon: float
+    p_gain_model: float = math.nan
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.p_gain_model):
+            object.__setattr__(self, "p_gain_model", float(self.p_gain))
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in fields(self)}
@@ -267,8 +277,8 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
                            total_steps: float, min_gain: float = 0.01,
                            prior: GainPrior | None = None, reward_levels: Any = None,
                            reward_rise_left: float = 0.0, frozen_steps: int = 0,
-                           variances: Any = None,
-                           cache: ShapeColumns | None = None) -> HeldoutPosterior:
+                           variances: Any = None, cache: ShapeColumns | None = None,
+                           calibration: ProbabilityMap | None = None) -> HeldoutPosterior:
     """P(held-out accuracy gains ``min_gain`` or more between ``step`` and ``total_steps``).
 
     Parameters
@@ -297,6 +307,11 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
     cache:
         A :class:`ShapeColumns` kept for this series between calls (the monitor keeps one per
         series), so each call adds the new evaluations' design rows instead of recomputing all.
+    calibration:
+        The map from the model's probability to the calibrated one
+        (:class:`satmon.monitor.calibration.ProbabilityMap`; None: the model's own number).
+        ``p_gain`` and the 95% upper bound are read through it; ``p_gain_model`` keeps the
+        model's number.
 
     Example
     -------
@@ -331,7 +346,8 @@ def heldout_gain_posterior(steps: Any, values: Any, sizes: Any = None, *, step: 
             raise ValueError("reward_levels must be finite and one per evaluation.")
     cols = None if cache is None else cache.get(pr, x, max(total - x[0], 1.0))
     ev = _evidence(pr, x, y, var, r, reward_rise_left, float(step), total, columns=cols)
-    return _posterior(ev, pr, min_gain=min_gain, frozen_steps=frozen_steps, horizon=horizon)
+    return _posterior(ev, pr, min_gain=min_gain, frozen_steps=frozen_steps, horizon=horizon,
+                      calibration=calibration)
 
 
 #: Shape kinds, for the prior masses (the columns of the design, in order).
@@ -444,9 +460,11 @@ def _log_masses_of(pr: GainPrior, kinds_bytes: bytes) -> np.ndarray:
 
 
 def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: int,
-               horizon: float, full: bool = True) -> HeldoutPosterior:
+               horizon: float, full: bool = True,
+               calibration: ProbabilityMap | None = None) -> HeldoutPosterior:
     """The mixture over splits and shapes under the prior masses of ``pr`` (``full=False``
-    computes P(gain) alone, for calibration sweeps)."""
+    computes the model's P(gain) alone, for calibration sweeps)."""
+    cal = calibration if calibration is not None and not calibration.is_identity else None
     J = ev.log_m.shape[0]
     n_lead = J - 1
     log_split = np.full(J, math.log(pr.p_lead / n_lead) if n_lead else 0.0)
@@ -504,14 +522,17 @@ def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: i
         p_gain, p_gained = float(alive * both[0]), float(both[1])
         if horizon > 0:
             # The 95% upper bound: the tail on a geometric grid of gains from 0.01 point (so a
-            # bound below the first step of a linear grid is seen), over the shapes that carry
-            # more than _BOUND_WEIGHT of the posterior each (the rest move the tail by at most
-            # their total, J x K x _BOUND_WEIGHT < 1e-3, against the 0.05 it is read at).
+            # bound below the first step of a linear grid is seen), read where the calibrated
+            # tail is 5% (the model's tail at the level the map sends to 0.05; the map fitted
+            # at min_gain stands in for every gain), over the shapes that carry more than
+            # _BOUND_WEIGHT of the posterior each (the rest move the tail by at most their
+            # total, J x K x _BOUND_WEIGHT < 1e-3, against a level of 0.01-0.05).
             top_gain = float(np.max(hi * D, initial=0.0))
             log_top = math.log(max(top_gain, 2e-4))
             grid = np.exp(_LOG_1E4 + (log_top - _LOG_1E4) * _UNIT)
             big = wk > _BOUND_WEIGHT
-            upper = _upper_bound(grid, alive * tail(grid, D[None], big), 0.05)
+            level = 0.05 if cal is None else cal.inverse(0.05)
+            upper = _upper_bound(grid, alive * tail(grid, D[None], big), level)
             # E[max(g, 0)] per shape (truncated normal on [max(lo, 0), hi]).
             a0 = (np.maximum(lo, 0.0) - ghat) / sd
             b0 = (hi - ghat) / sd
@@ -522,10 +543,12 @@ def _posterior(ev: _Evidence, pr: GainPrior, *, min_gain: float, frozen_steps: i
         with np.errstate(divide="ignore", invalid="ignore"):
             p_falling = float(wk @ np.minimum(
                 np.maximum(ndtr((0.0 - ghat) / sd) - ndtr((lo - ghat) / sd), 0.0) / zk, 1.0))
+    p_model = float(min(max(p_gain, 0.0), 1.0))
     return HeldoutPosterior(
-        p_gain=float(min(max(p_gain, 0.0), 1.0)), expected_gain=expected, gain_upper=upper,
-        p_gained=p_gained, p_flat=w0, p_falling=p_falling, dispersion=float(split_w @ ev.phi),
-        p_frozen=float(p_frozen), n_points=int(ev.n), horizon=horizon)
+        p_gain=p_model if cal is None else cal(p_model), expected_gain=expected,
+        gain_upper=upper, p_gained=p_gained, p_flat=w0, p_falling=p_falling,
+        dispersion=float(split_w @ ev.phi), p_frozen=float(p_frozen), n_points=int(ev.n),
+        horizon=horizon, p_gain_model=p_model)
 
 
 def _shape_values(pr: GainPrior, t: np.ndarray, scale_t: float) -> np.ndarray:
