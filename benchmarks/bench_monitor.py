@@ -119,7 +119,9 @@ def _p_series_one(args):
     model's), with the truth."""
     kind, seed0, i, n_runs = args
     sr = _suite_run(kind, seed0, i, n_runs)
-    res = replay(sr.run, risk=1e-300, flag_risk=1e-300, stop_at_halt=False)
+    # halt_on=(): a halted monitor repeats its halt and computes nothing more, so a monitor
+    # that may halt (P(gain) can underflow below any risk) would lose the later evaluations.
+    res = replay(sr.run, risk=1e-300, flag_risk=1e-300, halt_on=(), stop_at_halt=False)
     evals = set(sr.run.heldout["heldout"].steps.tolist())
     out = []
     for d in res.decisions:

@@ -20,8 +20,8 @@ Families (seeds disjoint from the benchmark's, which uses seed 0):
   later observed held-out; a halt is false when a later evaluation beats the one at the halt by
   more than max(1 point, 2 standard errors of the difference)).
 
-How. Each run is replayed once through the default monitor (which never halts at the recording
-level ``risk=1e-300``) and every call of the held-out posterior is recorded with its inputs; a
+How. Each run is replayed once through the default monitor with every halt downgraded to a flag
+(``halt_on=()``: a halted monitor computes nothing more) and every call of the held-out posterior is recorded with its inputs; a
 candidate prior then only recomputes the posteriors (closed form, about a millisecond each; a
 change of the prior masses alone reweights cached per-shape evidence) and the halt step for
 every ``risk`` on a grid. The monitor's other parts (fits, reward levels, the frozen
@@ -74,6 +74,14 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_LOGS = next((p for p in (REPO.parent / "shared" / "real-logs" / "raw",
                               REPO / "tests" / "data" / "real-logs" / "raw") if p.is_dir()))
 sys.path.insert(0, str(REPO))
+
+
+def _where(path: Path) -> str:
+    """``path`` as the provenance names it: relative to the repository (``../`` beside it)."""
+    try:
+        return path.relative_to(REPO).as_posix()
+    except ValueError:
+        return "../" + path.relative_to(REPO.parent).as_posix()
 
 import satmon.monitor.engine as engine  # noqa: E402
 from bench_monitor import MEMORIZING  # noqa: E402  (the benchmark's definitions, one place)
@@ -140,7 +148,9 @@ def _record_run(sr_or_run, family: str) -> dict:
             run, truth = sr_or_run, None
         else:
             run, truth = sr_or_run.run, sr_or_run.truth
-        replay(run, risk=1e-300, flag_risk=1e-300, stop_at_halt=False)
+        # halt_on=(): a halted monitor repeats its halt and computes nothing more, and P(gain)
+        # can underflow below any risk, so only a monitor that cannot halt records every call.
+        replay(run, risk=1e-300, flag_risk=1e-300, halt_on=(), stop_at_halt=False)
     finally:
         engine.heldout_gain_posterior = original
     steps = sorted({c["step"] for c in calls})
@@ -343,10 +353,12 @@ def posteriors(shards: Shards, prior: GainPrior, indices,
 def fit_calibration(records, ps, fams) -> tuple[ProbabilityMap, int]:
     """The isotonic map from the model's P(gain) (``ps``) to a later gain, fitted on every
     evaluation after warm-up of the runs of ``fams`` with one held-out series; and the number
-    of evaluations it rests on."""
+    of evaluations it rests on (ValueError when there are none)."""
     pairs = [(p, ev["false"]) for i, r in enumerate(records) if r["family"] in fams
              and i in ps for ev, p in zip(r["evals"], ps[i])
              if ev["step"] >= WARMUP and ev["n_min"] >= MIN_POINTS and len(ev["calls"]) == 1]
+    if not pairs:
+        raise ValueError(f"no single-series evaluations in the families {fams} to fit a map on")
     p, y = zip(*pairs)
     return ProbabilityMap.fit(p, y), len(pairs)
 
@@ -549,6 +561,20 @@ def main(argv=None) -> int:
             rel += reliability(records, ps_cal, f, ps)
         print(text_table(["family", "P(gain) bin", "evaluations", "mean P", "mean model P",
                           "observed"], rel))
+        print("\nTable C2b. The calibration map left out: each fitted family's reliability under "
+              "a map fitted on the other fitted families' evaluations (the prior unchanged)")
+        rel = []
+        for held in fams_fit:
+            rest = [f for f in fams_fit if f != held]
+            try:
+                cal_l, n_l = fit_calibration(records, ps, rest)
+            except ValueError:  # the other families have no evaluations to fit on
+                continue
+            ps_l = posteriors(pool, prior, idx_all, cal_l)
+            rel += [[f"{row[0]} (map on {n_l})"] + row[1:]
+                    for row in reliability(records, ps_l, held, ps)]
+        print(text_table(["family", "P(gain) bin", "evaluations", "mean P", "mean model P",
+                          "observed"], rel))
         print("\nTable C3. Leave one family out: fitted on the others, scored on it (a family "
               "outside the default fit is scored under the default fit)")
         loo = []
@@ -588,7 +614,7 @@ def main(argv=None) -> int:
                               "families": {"datasets": f"make_suite({args.runs}, seed=100)",
                                            "lagged": f"make_lagged_suite({args.runs}, seed=100)",
                                            "lab": "benchmarks/lab_runs",
-                                           "real": "../shared/real-logs/raw with held-out"},
+                                           "real": f"{_where(REAL_LOGS)} with held-out"},
                               "saved_mem": round(val, 4)}}
         dest = Path(args.out) if args.out else REPO / "satmon" / "monitor" / "prior.json"
         dest.write_text(json.dumps(out, indent=2) + "\n")
