@@ -463,6 +463,10 @@ def fit(pool, records, fams, start: GainPrior, log=print, rounds: int = 2,
     return cur, risk, val
 
 
+RELIABILITY_HEADER = ["family", "P(gain) bin", "evaluations", "mean P", "mean model P",
+                      "observed"]
+
+
 def reliability(records, ps, fam, ps_model=None):
     """Rows of (bin of ``ps``, evaluations, mean P, [mean model P,] observed gain frequency)."""
     bins = ((0, 0.01), (0.01, 0.03), (0.03, 0.1), (0.1, 0.3), (0.3, 0.7), (0.7, 1.0001))
@@ -559,8 +563,7 @@ def main(argv=None) -> int:
         rel = []
         for f in fams_all:
             rel += reliability(records, ps_cal, f, ps)
-        print(text_table(["family", "P(gain) bin", "evaluations", "mean P", "mean model P",
-                          "observed"], rel))
+        print(text_table(RELIABILITY_HEADER, rel))
         print("\nTable C2b. The calibration map left out: each fitted family's reliability under "
               "a map fitted on the other fitted families' evaluations (the prior unchanged)")
         rel = []
@@ -573,8 +576,7 @@ def main(argv=None) -> int:
             ps_l = posteriors(pool, prior, idx_all, cal_l)
             rel += [[f"{row[0]} (map on {n_l})"] + row[1:]
                     for row in reliability(records, ps_l, held, ps)]
-        print(text_table(["family", "P(gain) bin", "evaluations", "mean P", "mean model P",
-                          "observed"], rel))
+        print(text_table(RELIABILITY_HEADER, rel))
         print("\nTable C3. Leave one family out: fitted on the others, scored on it (a family "
               "outside the default fit is scored under the default fit)")
         loo = []
