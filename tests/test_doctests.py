@@ -9,7 +9,7 @@ import pytest
 
 CORE_MODULES = ["satmon.run", "satmon.saturation", "satmon.datasets", "satmon.monitor.engine",
                 "satmon.monitor.posterior", "satmon.monitor._grow",
-                "satmon.monitor.config"]
+                "satmon.monitor.config", "satmon.monitor.calibration"]
 
 
 @pytest.mark.parametrize("name", CORE_MODULES)

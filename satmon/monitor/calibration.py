@@ -24,6 +24,7 @@ pooled group at its mean log-odds.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,12 +32,11 @@ from typing import Any
 
 import numpy as np
 
-#: Probabilities are clipped to [_EPS, 1 - _EPS] before taking log-odds (0 and 1 map to themselves).
+#: Knots are clipped to [_EPS, 1 - _EPS] before taking log-odds.
 _EPS = 1e-12
 
 
 def _logit(p: float) -> float:
-    p = min(max(p, _EPS), 1.0 - _EPS)
     return math.log(p / (1.0 - p))
 
 
@@ -84,8 +84,9 @@ class ProbabilityMap:
             if any(b <= a for a, b in zip(knots, knots[1:])):
                 raise ValueError(f"ProbabilityMap '{name}' knots must strictly increase (the "
                                  f"map must not reorder probabilities). Got {list(knots)}.")
-        object.__setattr__(self, "_x", tuple(_logit(v) for v in model))
-        object.__setattr__(self, "_y", tuple(_logit(v) for v in observed))
+        object.__setattr__(self, "_x", tuple(_logit(min(max(v, _EPS), 1 - _EPS)) for v in model))
+        object.__setattr__(self, "_y", tuple(_logit(min(max(v, _EPS), 1 - _EPS))
+                                             for v in observed))
 
     @classmethod
     def identity(cls) -> ProbabilityMap:
@@ -107,14 +108,14 @@ class ProbabilityMap:
     @staticmethod
     def _apply(p: float, xs: tuple[float, ...], ys: tuple[float, ...]) -> float:
         p = float(p)
-        if not xs or not 0.0 < p < 1.0 or math.isnan(p):
+        if not xs or not 0.0 < p < 1.0:  # also NaN, 0 and 1: returned as they are
             return p
-        z = math.log(p / (1.0 - p))
+        z = _logit(p)
         if z <= xs[0]:
             return _expit(z + ys[0] - xs[0])
         if z >= xs[-1]:
             return _expit(z + ys[-1] - xs[-1])
-        i = int(np.searchsorted(xs, z, side="right")) - 1
+        i = bisect.bisect_right(xs, z) - 1
         w = (z - xs[i]) / (xs[i + 1] - xs[i])
         return _expit(ys[i] + w * (ys[i + 1] - ys[i]))
 
