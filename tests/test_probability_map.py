@@ -56,6 +56,17 @@ def test_the_map_is_strictly_increasing_and_inverts():
     assert ProbabilityMap.identity()(0.123) == 0.123 and ProbabilityMap.identity().is_identity
 
 
+def test_every_knot_maps_to_its_value_however_small():
+    # The shipped map's first knot is a model P of ~1e-13 (the mean log-odds of the lowest
+    # group): it must sit where it says, not at a clipped 1e-12.
+    m = ProbabilityMap(model=(1e-14, 1e-5, 0.3), observed=(2e-3, 5e-3, 0.4))
+    for a, b in zip(m.model, m.observed):
+        assert m(a) == pytest.approx(b, rel=1e-9) and m.inverse(b) == pytest.approx(a, rel=1e-9)
+    shipped = default_calibration()
+    assert shipped.model[0] < 1e-12
+    assert shipped(shipped.model[0]) == pytest.approx(shipped.observed[0], rel=1e-9)
+
+
 @pytest.mark.parametrize("model,observed,words", [
     ((0.1, 0.2), (0.3,), "one 'observed' value per 'model' knot"),
     ((0.1, 0.05), (0.2, 0.3), "'model' knots must strictly increase"),

@@ -32,9 +32,6 @@ from typing import Any
 
 import numpy as np
 
-#: Knots are clipped to [_EPS, 1 - _EPS] before taking log-odds.
-_EPS = 1e-12
-
 
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
@@ -84,9 +81,8 @@ class ProbabilityMap:
             if any(b <= a for a, b in zip(knots, knots[1:])):
                 raise ValueError(f"ProbabilityMap '{name}' knots must strictly increase (the "
                                  f"map must not reorder probabilities). Got {list(knots)}.")
-        object.__setattr__(self, "_x", tuple(_logit(min(max(v, _EPS), 1 - _EPS)) for v in model))
-        object.__setattr__(self, "_y", tuple(_logit(min(max(v, _EPS), 1 - _EPS))
-                                             for v in observed))
+        object.__setattr__(self, "_x", tuple(_logit(v) for v in model))
+        object.__setattr__(self, "_y", tuple(_logit(v) for v in observed))
 
     @classmethod
     def identity(cls) -> ProbabilityMap:
